@@ -1,0 +1,402 @@
+//! State-machine tests with explicit times: every transition and boundary of SPEC §4.
+
+use super::*;
+
+const OK: Option<FailureKind> = None;
+const FAIL: Option<FailureKind> = Some(FailureKind::Status);
+
+fn settings() -> Settings {
+    Settings {
+        volume_threshold: 10,
+        error_threshold_percentage: 50,
+        reset_timeout_ms: 30_000,
+        ..Settings::default()
+    }
+}
+
+fn breaker(s: &Settings) -> Breaker {
+    Breaker::new(s.window, 0)
+}
+
+/// Admits one request at `now` and records its outcome then; returns the transition.
+fn call(b: &Breaker, s: &Settings, now: u64, failure: Option<FailureKind>) -> Option<Transition> {
+    let permit = b.try_acquire(s, now).result.expect("admitted");
+    b.record(
+        permit,
+        Outcome {
+            failure,
+            duration_ms: 1,
+        },
+        s,
+        now,
+    )
+}
+
+fn admitted(b: &Breaker, s: &Settings, now: u64) -> bool {
+    match b.try_acquire(s, now).result {
+        Ok(p) => {
+            b.release(p);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+fn open_it(b: &Breaker, s: &Settings, now: u64) {
+    for _ in 0..s.volume_threshold {
+        call(b, s, now, FAIL);
+    }
+    assert_eq!(b.state(), State::Open);
+}
+
+#[test]
+fn nine_failures_with_volume_ten_stay_closed_the_tenth_opens() {
+    let s = settings();
+    let b = breaker(&s);
+    for i in 0..9 {
+        assert_eq!(call(&b, &s, 100 + i, FAIL), None);
+    }
+    assert_eq!(b.state(), State::Closed);
+    let t = call(&b, &s, 200, FAIL).expect("transition");
+    assert_eq!((t.from, t.to, t.at_ms), (State::Closed, State::Open, 200));
+    assert_eq!(b.state(), State::Open);
+}
+
+#[test]
+fn five_ok_and_five_failed_at_fifty_percent_opens() {
+    let s = settings();
+    let b = breaker(&s);
+    for _ in 0..5 {
+        call(&b, &s, 10, OK);
+    }
+    for _ in 0..4 {
+        call(&b, &s, 10, FAIL);
+    }
+    assert_eq!(b.state(), State::Closed);
+    assert!(call(&b, &s, 10, FAIL).is_some());
+    assert_eq!(b.state(), State::Open);
+}
+
+#[test]
+fn six_ok_and_four_failed_at_fifty_percent_stays_closed() {
+    let s = settings();
+    let b = breaker(&s);
+    for _ in 0..4 {
+        call(&b, &s, 10, FAIL);
+    }
+    for _ in 0..6 {
+        call(&b, &s, 10, OK);
+    }
+    assert_eq!(b.state(), State::Closed);
+    assert_eq!(b.snapshot(&s, 10).window.total, 10);
+}
+
+#[test]
+fn failures_that_left_the_window_do_not_count() {
+    let s = settings(); // 10 s window of 1 s buckets
+    let b = breaker(&s);
+    for _ in 0..9 {
+        call(&b, &s, 0, FAIL);
+    }
+    // 10 s later the nine failures are out of the window: one more is not enough.
+    assert_eq!(call(&b, &s, 10_000, FAIL), None);
+    assert_eq!(b.state(), State::Closed);
+    assert_eq!(b.snapshot(&s, 10_000).window.total, 1);
+    // Just inside the window they still count.
+    let b = breaker(&s);
+    for _ in 0..9 {
+        call(&b, &s, 0, FAIL);
+    }
+    assert!(call(&b, &s, 9_999, FAIL).is_some());
+}
+
+#[test]
+fn open_rejects_until_reset_timeout_with_retry_after() {
+    let s = settings();
+    let b = breaker(&s);
+    open_it(&b, &s, 1_000);
+    let r = b.try_acquire(&s, 1_000).result.unwrap_err();
+    assert_eq!(r.state, State::Open);
+    assert_eq!(r.retry_after_secs, Some(30));
+    let r = b.try_acquire(&s, 30_999).result.unwrap_err();
+    assert_eq!(r.retry_after_secs, Some(1));
+    let r = b.try_acquire(&s, 3_500).result.unwrap_err();
+    assert_eq!(r.retry_after_secs, Some(28), "27.5 s rounds up");
+    assert_eq!(b.snapshot(&s, 3_500).rejected_total, 3);
+}
+
+#[test]
+fn after_reset_timeout_the_first_request_is_a_probe() {
+    let s = settings();
+    let b = breaker(&s);
+    open_it(&b, &s, 0);
+    let a = b.try_acquire(&s, 30_000);
+    let t = a.transition.expect("open -> half_open");
+    assert_eq!((t.from, t.to), (State::Open, State::HalfOpen));
+    let permit = a.result.expect("probe admitted");
+    assert!(permit.is_probe());
+    b.release(permit);
+}
+
+#[test]
+fn half_open_success_closes_with_an_empty_window() {
+    let s = settings();
+    let b = breaker(&s);
+    open_it(&b, &s, 0);
+    let t = call(&b, &s, 30_000, OK).expect("half_open -> closed");
+    assert_eq!((t.from, t.to), (State::HalfOpen, State::Closed));
+    assert_eq!(b.state(), State::Closed);
+    assert_eq!(b.snapshot(&s, 30_000).window, Counts::default());
+    // The old failures are gone: nine new ones do not reopen it.
+    for _ in 0..9 {
+        call(&b, &s, 30_001, FAIL);
+    }
+    assert_eq!(b.state(), State::Closed);
+}
+
+#[test]
+fn half_open_failure_reopens_and_restarts_the_timer() {
+    let s = settings();
+    let b = breaker(&s);
+    open_it(&b, &s, 0);
+    let t = call(&b, &s, 31_000, FAIL).expect("half_open -> open");
+    assert_eq!((t.from, t.to), (State::HalfOpen, State::Open));
+    let r = b.try_acquire(&s, 31_000).result.unwrap_err();
+    assert_eq!(r.retry_after_secs, Some(30));
+    assert!(!admitted(&b, &s, 60_999));
+    assert!(admitted(&b, &s, 61_000));
+}
+
+#[test]
+fn half_open_admits_exactly_the_configured_probes() {
+    let s = Settings {
+        half_open_probes: 3,
+        ..settings()
+    };
+    let b = breaker(&s);
+    open_it(&b, &s, 0);
+    let mut permits = Vec::new();
+    let mut rejected = 0;
+    for _ in 0..20 {
+        match b.try_acquire(&s, 30_000).result {
+            Ok(p) => permits.push(p),
+            Err(r) => {
+                assert_eq!(r.state, State::HalfOpen);
+                rejected += 1;
+            }
+        }
+    }
+    assert_eq!(permits.len(), 3);
+    assert_eq!(rejected, 17);
+    // Two successes are not enough to close ...
+    let mut it = permits.into_iter();
+    for p in it.by_ref().take(2) {
+        assert_eq!(b.record(p, Outcome::success(1), &s, 30_001), None);
+    }
+    assert_eq!(b.state(), State::HalfOpen);
+    // ... the third closes.
+    let last = it.next().unwrap();
+    assert!(b.record(last, Outcome::success(1), &s, 30_002).is_some());
+    assert_eq!(b.state(), State::Closed);
+}
+
+#[test]
+fn half_open_probes_are_limited_across_threads() {
+    let s = std::sync::Arc::new(Settings {
+        half_open_probes: 2,
+        ..settings()
+    });
+    let b = std::sync::Arc::new(breaker(&s));
+    open_it(&b, &s, 0);
+    let handles: Vec<_> = (0..8)
+        .map(|_| {
+            let (b, s) = (b.clone(), s.clone());
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                for _ in 0..100 {
+                    if let Ok(p) = b.try_acquire(&s, 30_000).result {
+                        got.push(p);
+                    }
+                }
+                got
+            })
+        })
+        .collect();
+    let total: usize = handles.into_iter().map(|h| h.join().unwrap().len()).sum();
+    assert_eq!(total, 2);
+}
+
+#[test]
+fn a_released_probe_frees_its_slot() {
+    let s = settings();
+    let b = breaker(&s);
+    open_it(&b, &s, 0);
+    let p = b.try_acquire(&s, 30_000).result.unwrap();
+    assert!(!admitted(&b, &s, 30_000));
+    b.release(p);
+    let p = b
+        .try_acquire(&s, 30_000)
+        .result
+        .expect("slot is free again");
+    assert!(b.record(p, Outcome::success(1), &s, 30_001).is_some());
+    assert_eq!(b.state(), State::Closed);
+}
+
+#[test]
+fn an_outcome_from_before_a_transition_is_ignored() {
+    let s = settings();
+    let b = breaker(&s);
+    let slow_request = b.try_acquire(&s, 0).result.unwrap();
+    open_it(&b, &s, 0);
+    call(&b, &s, 30_000, OK); // closed again, new period
+    assert_eq!(
+        b.record(
+            slow_request,
+            Outcome::failure(FailureKind::Timeout, 5_000),
+            &s,
+            30_001
+        ),
+        None
+    );
+    assert_eq!(b.snapshot(&s, 30_001).window.total, 0);
+}
+
+#[test]
+fn observe_mode_never_rejects_but_reports_the_state() {
+    let s = Settings {
+        mode: Mode::Observe,
+        ..settings()
+    };
+    let b = breaker(&s);
+    open_it(&b, &s, 0);
+    for now in [0, 1_000, 29_999] {
+        assert!(admitted(&b, &s, now));
+    }
+    assert_eq!(b.snapshot(&s, 1_000).state, State::Open);
+    // Half-open: the probe and everyone else go through.
+    let probe = b.try_acquire(&s, 30_000).result.unwrap();
+    assert!(probe.is_probe());
+    for _ in 0..5 {
+        assert!(admitted(&b, &s, 30_000));
+    }
+    assert_eq!(b.state(), State::HalfOpen);
+    assert!(b.record(probe, Outcome::success(1), &s, 30_001).is_some());
+    assert_eq!(b.snapshot(&s, 30_001).rejected_total, 0);
+}
+
+#[test]
+fn slow_calls_open_the_breaker_when_enabled() {
+    let s = Settings {
+        slow_call_ms: 100,
+        slow_call_rate_threshold: 50,
+        ..settings()
+    };
+    let b = breaker(&s);
+    for i in 0..10 {
+        let p = b.try_acquire(&s, 10).result.unwrap();
+        let duration = if i % 2 == 0 { 101 } else { 100 };
+        b.record(p, Outcome::success(duration), &s, 10);
+    }
+    assert_eq!(b.state(), State::Open);
+    assert_eq!(b.snapshot(&s, 10).window.slow, 5);
+
+    // Off by default: the same durations leave it closed.
+    let s = settings();
+    let b = breaker(&s);
+    for _ in 0..10 {
+        let p = b.try_acquire(&s, 10).result.unwrap();
+        b.record(p, Outcome::success(10_000), &s, 10);
+    }
+    assert_eq!(b.state(), State::Closed);
+}
+
+#[test]
+fn a_slow_probe_reopens() {
+    let s = Settings {
+        slow_call_ms: 100,
+        ..settings()
+    };
+    let b = breaker(&s);
+    open_it(&b, &s, 0);
+    let p = b.try_acquire(&s, 30_000).result.unwrap();
+    let t = b.record(p, Outcome::success(500), &s, 30_500).unwrap();
+    assert_eq!(t.to, State::Open);
+}
+
+#[test]
+fn pause_rejects_without_retry_after_even_in_observe_mode() {
+    let s = Settings {
+        mode: Mode::Observe,
+        ..settings()
+    };
+    let b = breaker(&s);
+    let t = b.pause(5).unwrap();
+    assert_eq!((t.from, t.to), (State::Closed, State::ForcedOpen));
+    let r = b.try_acquire(&s, 10).result.unwrap_err();
+    assert_eq!(
+        r,
+        Rejection {
+            state: State::ForcedOpen,
+            retry_after_secs: None
+        }
+    );
+    assert_eq!(b.pause(6), None, "pausing twice is a no-op");
+}
+
+#[test]
+fn resume_closes_with_an_empty_window() {
+    let s = settings();
+    let b = breaker(&s);
+    for _ in 0..9 {
+        call(&b, &s, 0, FAIL);
+    }
+    b.pause(1);
+    let t = b.resume(2).unwrap();
+    assert_eq!((t.from, t.to), (State::ForcedOpen, State::Closed));
+    assert_eq!(b.snapshot(&s, 2).window.total, 0);
+    assert_eq!(b.resume(3), None, "resume of a running breaker is a no-op");
+}
+
+#[test]
+fn flip_twice_returns_to_closed() {
+    let s = settings();
+    let b = breaker(&s);
+    assert_eq!(b.flip(1).unwrap().to, State::ForcedOpen);
+    assert_eq!(b.flip(2).unwrap().to, State::Closed);
+    assert!(admitted(&b, &s, 3));
+}
+
+#[test]
+fn reset_closes_an_open_breaker() {
+    let s = settings();
+    let b = breaker(&s);
+    open_it(&b, &s, 0);
+    let t = b.reset(10).unwrap();
+    assert_eq!((t.from, t.to), (State::Open, State::Closed));
+    assert!(admitted(&b, &s, 11));
+    assert_eq!(b.snapshot(&s, 11).window.total, 0);
+    assert_eq!(b.reset(12), None);
+}
+
+#[test]
+fn snapshot_reads_an_expired_open_breaker_as_half_open() {
+    let s = settings();
+    let b = breaker(&s);
+    open_it(&b, &s, 0);
+    assert_eq!(b.snapshot(&s, 29_999).state, State::Open);
+    assert_eq!(b.snapshot(&s, 30_000).state, State::HalfOpen);
+    assert_eq!(b.state(), State::Open);
+}
+
+#[test]
+fn reshaping_keeps_the_state() {
+    let s = settings();
+    let b = breaker(&s);
+    open_it(&b, &s, 0);
+    let r = b.reshaped(WindowShape {
+        bucket_ms: 500,
+        buckets: 4,
+    });
+    assert_eq!(r.state(), State::Open);
+    assert!(!admitted(&r, &s, 10));
+}

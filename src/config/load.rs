@@ -1,0 +1,256 @@
+//! Loading: the config file (TOML or YAML, by extension) with `FUSEGATE_` environment
+//! overrides on top, deserialized so that every problem is reported at once, each with its
+//! key path.
+
+use super::types::Config;
+use super::validate::validate;
+use figment::providers::{Env, Format as _, Serialized, Toml, Yaml};
+use figment::value::{Dict, Value};
+use figment::Figment;
+use std::fmt;
+use std::path::Path;
+
+/// One problem in a config, with the dotted path of the key it concerns
+/// (`routes.catalog.breaker.volume_threshold`); the path is empty for whole-file problems.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    pub path: String,
+    pub message: String,
+}
+
+impl ConfigProblem {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigProblem {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Every problem found in a config. Displays as one problem per line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigProblem>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The syntax of a config file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Toml,
+    Yaml,
+}
+
+impl Format {
+    /// YAML for `.yaml`/`.yml`, TOML for everything else.
+    pub fn from_path(path: &Path) -> Format {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("yaml") | Some("yml") => Format::Yaml,
+            _ => Format::Toml,
+        }
+    }
+}
+
+/// Loads and validates the config at `path`, with `FUSEGATE_*` environment variables applied
+/// over it when `with_env` is set.
+pub fn load(path: &Path, with_env: bool) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigProblem::new(
+            "",
+            format!("cannot read config file {}: {e}", path.display()),
+        )])
+    })?;
+    load_from_str(&text, Format::from_path(path), with_env)
+}
+
+/// Loads and validates a config from its text.
+pub fn load_from_str(text: &str, format: Format, with_env: bool) -> Result<Config, ConfigErrors> {
+    let mut figment = match format {
+        Format::Toml => Figment::from(Toml::string(text)),
+        Format::Yaml => Figment::from(Yaml::string(text)),
+    };
+    if with_env {
+        figment = figment.merge(Env::prefixed("FUSEGATE_").ignore(&["config"]).split("__"));
+    }
+    let root: Dict = match figment.extract() {
+        Ok(d) => d,
+        Err(e) => {
+            let problems = e
+                .into_iter()
+                .map(|e| ConfigProblem::new(e.path.join("."), describe(&e.kind)))
+                .collect();
+            return Err(ConfigErrors(problems));
+        }
+    };
+    let (config, mut problems) = deserialize_collecting(root);
+    if let Some(config) = &config {
+        problems.extend(validate(config));
+    }
+    match config {
+        Some(c) if problems.is_empty() => Ok(c),
+        _ => Err(ConfigErrors(problems)),
+    }
+}
+
+/// serde stops at the first error; to report them all, each failing key is recorded and
+/// removed, and deserialization is tried again until it succeeds.
+fn deserialize_collecting(mut root: Dict) -> (Option<Config>, Vec<ConfigProblem>) {
+    let mut problems = Vec::new();
+    // Each round removes at least one key, so the loop ends; the bound is a safety net.
+    for _ in 0..256 {
+        let attempt = Figment::from(Serialized::defaults(&root)).extract::<Config>();
+        let err = match attempt {
+            Ok(c) => return (Some(c), problems),
+            Err(e) => e,
+        };
+        let mut removed_any = false;
+        for e in err {
+            let key_path = removable_path(&e.path);
+            problems.push(ConfigProblem::new(e.path.join("."), describe(&e.kind)));
+            if !key_path.is_empty() && remove_path(&mut root, &key_path) {
+                removed_any = true;
+            }
+        }
+        if !removed_any {
+            break;
+        }
+    }
+    (None, problems)
+}
+
+/// The key to remove for an error at `path`: list elements are not removed one by one
+/// (that would renumber their siblings), the whole list is.
+fn removable_path(path: &[String]) -> Vec<String> {
+    let end = path
+        .iter()
+        .position(|seg| seg.parse::<usize>().is_ok())
+        .unwrap_or(path.len());
+    path[..end].to_vec()
+}
+
+fn remove_path(root: &mut Dict, path: &[String]) -> bool {
+    match path {
+        [] => false,
+        [last] => root.remove(last).is_some(),
+        [first, rest @ ..] => match root.get_mut(first) {
+            Some(Value::Dict(_, inner)) => remove_path(inner, rest),
+            _ => false,
+        },
+    }
+}
+
+fn describe(kind: &figment::error::Kind) -> String {
+    use figment::error::Kind;
+    match kind {
+        Kind::UnknownField(_, expected) => {
+            format!("unknown key (expected one of: {})", expected.join(", "))
+        }
+        Kind::InvalidType(actual, expected) => format!("expected {expected}, found {actual}"),
+        Kind::InvalidValue(actual, expected) => format!("expected {expected}, found {actual}"),
+        Kind::UnknownVariant(v, expected) => {
+            format!(
+                "unknown value {v:?} (expected one of: {})",
+                expected.join(", ")
+            )
+        }
+        Kind::Message(m) => m.clone(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(text: &str) -> Vec<String> {
+        match load_from_str(text, Format::Toml, false) {
+            Ok(_) => vec![],
+            Err(e) => e.0.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn empty_file_is_a_valid_config_with_defaults() {
+        let c = load_from_str("", Format::Toml, false).unwrap();
+        assert_eq!(c.server.threads, 2);
+        assert!(c.routes.is_empty());
+    }
+
+    #[test]
+    fn unknown_keys_are_reported_with_their_path() {
+        let errs = errors(
+            "[server]\nlisten = \"127.0.0.1:8080\"\nthreadz = 2\n\n[routes.a]\nupstreams=[\"127.0.0.1:1\"]\nbreaker = { volume_treshold = 3 }\n",
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("server.threadz: unknown key")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("routes.a.breaker.volume_treshold: unknown key")),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn type_errors_and_validation_errors_are_reported_together() {
+        let errs = errors(
+            "[server]\nthreads = \"many\"\n[defaults.breaker]\nrolling_window = \"soon\"\n[routes.b]\nupstreams = []\nbreaker = { volume_threshold = 0 }\n",
+        );
+        assert!(
+            errs.iter().any(|e| e.starts_with("server.threads:")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("defaults.breaker.rolling_window:")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter().any(|e| e.starts_with("routes.b.upstreams:")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e == "routes.b.breaker.volume_threshold: must be >= 1"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn yaml_is_accepted() {
+        let c = load_from_str(
+            "routes:\n  catalog:\n    upstreams: [\"127.0.0.1:7001\"]\n",
+            Format::Yaml,
+            false,
+        )
+        .unwrap();
+        assert_eq!(c.routes["catalog"].upstreams, vec!["127.0.0.1:7001"]);
+    }
+
+    #[test]
+    fn syntax_errors_are_reported() {
+        let errs = errors("[server\nlisten=");
+        assert_eq!(errs.len(), 1, "{errs:?}");
+    }
+}

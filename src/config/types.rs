@@ -1,0 +1,350 @@
+//! The serde structs of the configuration file. Every struct rejects unknown keys, and
+//! every key has the default the spec gives it.
+
+use super::units::{ByteSize, Dur};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub admin: AdminConfig,
+    pub defaults: Defaults,
+    pub routes: BTreeMap<String, RouteConfig>,
+    pub nats: Option<NatsConfig>,
+    pub log: LogConfig,
+}
+
+/// One address or a list of addresses to listen on.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum Listen {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Listen {
+    pub fn addrs(&self) -> Vec<&str> {
+        match self {
+            Listen::One(a) => vec![a.as_str()],
+            Listen::Many(v) => v.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: Listen,
+    pub threads: usize,
+    pub grace_period: Dur,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: Listen::One("127.0.0.1:8080".into()),
+            threads: 2,
+            grace_period: Dur::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    pub listen: String,
+    pub token: String,
+    pub read_requires_token: bool,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: "127.0.0.1:9090".into(),
+            token: String::new(),
+            read_requires_token: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Defaults {
+    pub breaker: BreakerConfig,
+}
+
+/// Breaker keys. Used twice: `[defaults.breaker]` and each route's `breaker`; a key left
+/// out of a route falls back to the defaults, then to the built-in default.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerConfig {
+    pub error_threshold_percentage: Option<u32>,
+    pub volume_threshold: Option<u32>,
+    pub rolling_window: Option<Dur>,
+    pub rolling_buckets: Option<u32>,
+    pub reset_timeout: Option<Dur>,
+    pub half_open_probes: Option<u32>,
+    pub timeout: Option<Dur>,
+    pub failure_statuses: Option<Vec<StatusSpec>>,
+    pub slow_call_duration: Option<Dur>,
+    pub slow_call_rate_threshold: Option<u32>,
+    pub mode: Option<BreakerMode>,
+}
+
+/// A failure status as written in `failure_statuses`: `502`, `"502"` or `"500-599"`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum StatusSpec {
+    Code(i64),
+    Text(String),
+}
+
+impl StatusSpec {
+    /// The inclusive range this entry names.
+    pub fn range(&self) -> Result<(u16, u16), String> {
+        let (lo, hi) = match self {
+            StatusSpec::Code(c) => (*c, *c),
+            StatusSpec::Text(t) => {
+                let parse = |s: &str| {
+                    s.trim().parse::<i64>().map_err(|_| {
+                        format!("{t:?} is not a status code or a range like \"500-599\"")
+                    })
+                };
+                match t.split_once('-') {
+                    Some((a, b)) => (parse(a)?, parse(b)?),
+                    None => {
+                        let c = parse(t)?;
+                        (c, c)
+                    }
+                }
+            }
+        };
+        if !(100..=599).contains(&lo) || !(100..=599).contains(&hi) {
+            return Err(format!(
+                "status codes must be within 100-599, got {lo}-{hi}"
+            ));
+        }
+        if lo > hi {
+            return Err(format!("range {lo}-{hi} is empty"));
+        }
+        Ok((lo as u16, hi as u16))
+    }
+}
+
+/// `enforce` or `observe`.
+pub use crate::breaker::Mode as BreakerMode;
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum HostHeader {
+    /// Send the client's `Host` header upstream unchanged.
+    #[default]
+    Preserve,
+    /// Send the upstream's own `host[:port]` as `Host`.
+    Upstream,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouteConfig {
+    pub upstreams: Vec<String>,
+    pub prefix: Option<String>,
+    pub strip_prefix: bool,
+    pub host_header: HostHeader,
+    pub breaker: BreakerConfig,
+    pub cache: Option<CacheConfig>,
+    pub rate_limit: Option<RateLimitConfig>,
+    pub health_check: Option<HealthCheckConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    pub enabled: bool,
+    pub max_bytes: ByteSize,
+    pub max_object_bytes: ByteSize,
+    pub default_ttl: Dur,
+    pub min_age: Dur,
+    pub max_fresh: Dur,
+    pub stale_if_error: Dur,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            enabled: true,
+            max_bytes: ByteSize(64 << 20),
+            max_object_bytes: ByteSize(1 << 20),
+            default_ttl: Dur::from_secs(0),
+            min_age: Dur::from_secs(0),
+            max_fresh: Dur::from_secs(0),
+            stale_if_error: Dur::from_secs(300),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RateLimitKey {
+    #[default]
+    Route,
+    ClientIp,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    pub requests_per_second: u32,
+    pub burst: u32,
+    pub key: RateLimitKey,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            requests_per_second: 200,
+            burst: 400,
+            key: RateLimitKey::Route,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthCheckConfig {
+    pub path: Option<String>,
+    pub interval: Dur,
+    pub timeout: Dur,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+}
+
+impl Default for HealthCheckConfig {
+    fn default() -> Self {
+        HealthCheckConfig {
+            path: None,
+            interval: Dur::from_secs(5),
+            timeout: Dur::from_secs(1),
+            healthy_threshold: 2,
+            unhealthy_threshold: 3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsConfig {
+    pub url: String,
+    pub cluster: String,
+    pub identity: String,
+    pub facts: BTreeMap<String, String>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub token: Option<String>,
+    pub creds: Option<String>,
+    pub tls_ca: Option<String>,
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        NatsConfig {
+            url: "nats://127.0.0.1:4222".into(),
+            cluster: "default".into(),
+            identity: String::new(),
+            facts: BTreeMap::new(),
+            user: None,
+            password: None,
+            token: None,
+            creds: None,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LogLevel {
+    Debug,
+    #[default]
+    Info,
+    Warn,
+    Error,
+}
+
+impl LogLevel {
+    pub fn as_filter(self) -> log::LevelFilter {
+        match self {
+            LogLevel::Debug => log::LevelFilter::Debug,
+            LogLevel::Info => log::LevelFilter::Info,
+            LogLevel::Warn => log::LevelFilter::Warn,
+            LogLevel::Error => log::LevelFilter::Error,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub level: LogLevel,
+    pub format: LogFormat,
+}
+
+impl BreakerConfig {
+    pub const DEFAULT_ERROR_THRESHOLD_PERCENTAGE: u32 = 50;
+    pub const DEFAULT_VOLUME_THRESHOLD: u32 = 10;
+    pub const DEFAULT_WINDOW: Dur = Dur::from_secs(10);
+    pub const DEFAULT_BUCKETS: u32 = 10;
+    pub const DEFAULT_RESET_TIMEOUT: Dur = Dur::from_secs(30);
+    pub const DEFAULT_HALF_OPEN_PROBES: u32 = 1;
+    pub const DEFAULT_TIMEOUT: Dur = Dur::from_secs(5);
+    pub const DEFAULT_SLOW_CALL_RATE_THRESHOLD: u32 = 100;
+
+    /// This config with every key it leaves out taken from `defaults`.
+    pub fn merged_over(&self, defaults: &BreakerConfig) -> BreakerConfig {
+        BreakerConfig {
+            error_threshold_percentage: self
+                .error_threshold_percentage
+                .or(defaults.error_threshold_percentage),
+            volume_threshold: self.volume_threshold.or(defaults.volume_threshold),
+            rolling_window: self.rolling_window.or(defaults.rolling_window),
+            rolling_buckets: self.rolling_buckets.or(defaults.rolling_buckets),
+            reset_timeout: self.reset_timeout.or(defaults.reset_timeout),
+            half_open_probes: self.half_open_probes.or(defaults.half_open_probes),
+            timeout: self.timeout.or(defaults.timeout),
+            failure_statuses: self
+                .failure_statuses
+                .clone()
+                .or_else(|| defaults.failure_statuses.clone()),
+            slow_call_duration: self.slow_call_duration.or(defaults.slow_call_duration),
+            slow_call_rate_threshold: self
+                .slow_call_rate_threshold
+                .or(defaults.slow_call_rate_threshold),
+            mode: self.mode.or(defaults.mode),
+        }
+    }
+}
+
+impl RouteConfig {
+    /// The configured prefix, or `/api/<name>`.
+    pub fn effective_prefix(&self, name: &str) -> String {
+        match &self.prefix {
+            Some(p) => p.clone(),
+            None => format!("/api/{name}"),
+        }
+    }
+}

@@ -1,0 +1,330 @@
+//! Semantic checks over a deserialized [`Config`]: every problem is collected with its key
+//! path, nothing stops at the first one.
+
+use super::load::ConfigProblem;
+use super::types::{BreakerConfig, Config, RouteConfig};
+use super::upstream::UpstreamAddr;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+/// Most probes a half-open breaker may admit at once.
+pub const MAX_HALF_OPEN_PROBES: u32 = 10_000;
+/// Most buckets a rolling window may have.
+pub const MAX_ROLLING_BUCKETS: u32 = 1_000;
+
+/// Checks what serde cannot: ranges, cross-key rules, address syntax.
+pub fn validate(c: &Config) -> Vec<ConfigProblem> {
+    let mut out = Vec::new();
+    let mut p = |path: String, msg: String| out.push(ConfigProblem::new(path, msg));
+
+    // server
+    let addrs = c.server.listen.addrs();
+    if addrs.is_empty() {
+        p("server.listen".into(), "needs at least one address".into());
+    }
+    for a in addrs {
+        if a.parse::<SocketAddr>().is_err() {
+            p(
+                "server.listen".into(),
+                format!("{a:?} is not an ip:port address"),
+            );
+        }
+    }
+    if !(1..=1024).contains(&c.server.threads) {
+        p("server.threads".into(), "must be between 1 and 1024".into());
+    }
+
+    // admin
+    match c.admin.listen.parse::<SocketAddr>() {
+        Err(_) => p(
+            "admin.listen".into(),
+            format!("{:?} is not an ip:port address", c.admin.listen),
+        ),
+        Ok(sa) if !sa.ip().is_loopback() && c.admin.token.is_empty() => p(
+            "admin.token".into(),
+            "required when admin.listen is not a loopback address".into(),
+        ),
+        Ok(_) => {}
+    }
+
+    // breakers
+    check_breaker("defaults.breaker", &c.defaults.breaker, &mut p);
+    for (name, r) in &c.routes {
+        check_breaker(&format!("routes.{name}.breaker"), &r.breaker, &mut p);
+    }
+    check_window(
+        "defaults.breaker",
+        &c.defaults.breaker,
+        &c.defaults.breaker,
+        &mut p,
+    );
+    for (name, r) in &c.routes {
+        if r.breaker.rolling_window.is_some() || r.breaker.rolling_buckets.is_some() {
+            check_window(
+                &format!("routes.{name}.breaker"),
+                &r.breaker,
+                &c.defaults.breaker,
+                &mut p,
+            );
+        }
+    }
+
+    // routes
+    let mut prefixes: HashMap<String, &str> = HashMap::new();
+    for (name, r) in &c.routes {
+        let base = format!("routes.{name}");
+        if !valid_route_name(name) {
+            p(
+                base.clone(),
+                "route name must match [a-z0-9][a-z0-9_-]{0,62}".into(),
+            );
+        }
+        check_route(&base, r, &mut p);
+        let prefix = r.effective_prefix(name);
+        if let Some(other) = prefixes.get(&prefix) {
+            p(
+                format!("{base}.prefix"),
+                format!("{prefix:?} is already the prefix of route {other:?}"),
+            );
+        } else {
+            prefixes.insert(prefix, name);
+        }
+    }
+
+    // nats
+    if let Some(n) = &c.nats {
+        if n.url.trim().is_empty() {
+            p("nats.url".into(), "must not be empty".into());
+        }
+        if n.cluster.is_empty()
+            || !n
+                .cluster
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+        {
+            p(
+                "nats.cluster".into(),
+                "must be letters, digits, '-' or '_' (it is part of a subject)".into(),
+            );
+        }
+    }
+    out
+}
+
+fn check_breaker(base: &str, b: &BreakerConfig, p: &mut impl FnMut(String, String)) {
+    let mut range = |key: &str, v: Option<u32>, lo: u32, hi: u32| {
+        if let Some(v) = v {
+            if v < lo {
+                p(format!("{base}.{key}"), format!("must be >= {lo}"));
+            } else if v > hi {
+                p(format!("{base}.{key}"), format!("must be <= {hi}"));
+            }
+        }
+    };
+    range(
+        "error_threshold_percentage",
+        b.error_threshold_percentage,
+        1,
+        100,
+    );
+    range(
+        "slow_call_rate_threshold",
+        b.slow_call_rate_threshold,
+        1,
+        100,
+    );
+    range("volume_threshold", b.volume_threshold, 1, u32::MAX);
+    range(
+        "half_open_probes",
+        b.half_open_probes,
+        1,
+        MAX_HALF_OPEN_PROBES,
+    );
+    range("rolling_buckets", b.rolling_buckets, 1, MAX_ROLLING_BUCKETS);
+    for (key, d) in [
+        ("rolling_window", b.rolling_window),
+        ("reset_timeout", b.reset_timeout),
+        ("timeout", b.timeout),
+    ] {
+        if d.is_some_and(|d| d.0.is_zero()) {
+            p(format!("{base}.{key}"), "must be greater than 0".into());
+        }
+    }
+    if let Some(list) = &b.failure_statuses {
+        for (i, s) in list.iter().enumerate() {
+            if let Err(e) = s.range() {
+                p(format!("{base}.failure_statuses.{i}"), e);
+            }
+        }
+    }
+}
+
+/// `rolling_window / rolling_buckets` must be a whole number of milliseconds.
+fn check_window(
+    base: &str,
+    b: &BreakerConfig,
+    defaults: &BreakerConfig,
+    p: &mut impl FnMut(String, String),
+) {
+    let eff = b.merged_over(defaults);
+    let window = eff
+        .rolling_window
+        .unwrap_or(BreakerConfig::DEFAULT_WINDOW)
+        .0;
+    let buckets = eff
+        .rolling_buckets
+        .unwrap_or(BreakerConfig::DEFAULT_BUCKETS);
+    if buckets == 0 || window.is_zero() {
+        return; // reported by check_breaker
+    }
+    let nanos = window.as_nanos();
+    if nanos % 1_000_000 != 0 || (nanos / 1_000_000) % u128::from(buckets) != 0 {
+        p(
+            format!("{base}.rolling_window"),
+            format!(
+                "{} divided by rolling_buckets = {buckets} must be a whole number of milliseconds",
+                humantime::format_duration(window)
+            ),
+        );
+    }
+}
+
+fn check_route(base: &str, r: &RouteConfig, p: &mut impl FnMut(String, String)) {
+    if r.upstreams.is_empty() {
+        p(
+            format!("{base}.upstreams"),
+            "needs at least one upstream".into(),
+        );
+    }
+    for (i, u) in r.upstreams.iter().enumerate() {
+        if let Err(e) = UpstreamAddr::parse(u) {
+            p(format!("{base}.upstreams.{i}"), e);
+        }
+    }
+    if let Some(prefix) = &r.prefix {
+        if let Err(e) = check_prefix(prefix) {
+            p(format!("{base}.prefix"), e);
+        }
+    }
+    if let Some(c) = &r.cache {
+        if c.max_bytes.0 == 0 {
+            p(
+                format!("{base}.cache.max_bytes"),
+                "must be greater than 0".into(),
+            );
+        }
+        if c.max_object_bytes.0 > c.max_bytes.0 {
+            p(
+                format!("{base}.cache.max_object_bytes"),
+                "must not be larger than max_bytes".into(),
+            );
+        }
+    }
+    if let Some(rl) = &r.rate_limit {
+        if rl.requests_per_second == 0 {
+            p(
+                format!("{base}.rate_limit.requests_per_second"),
+                "must be >= 1".into(),
+            );
+        }
+        if rl.burst == 0 {
+            p(format!("{base}.rate_limit.burst"), "must be >= 1".into());
+        }
+    }
+    if let Some(h) = &r.health_check {
+        if h.interval.0.is_zero() {
+            p(
+                format!("{base}.health_check.interval"),
+                "must be greater than 0".into(),
+            );
+        }
+        if h.timeout.0.is_zero() {
+            p(
+                format!("{base}.health_check.timeout"),
+                "must be greater than 0".into(),
+            );
+        }
+        if h.healthy_threshold == 0 {
+            p(
+                format!("{base}.health_check.healthy_threshold"),
+                "must be >= 1".into(),
+            );
+        }
+        if h.unhealthy_threshold == 0 {
+            p(
+                format!("{base}.health_check.unhealthy_threshold"),
+                "must be >= 1".into(),
+            );
+        }
+        if let Some(path) = &h.path {
+            if !path.starts_with('/') {
+                p(
+                    format!("{base}.health_check.path"),
+                    "must start with '/'".into(),
+                );
+            }
+        }
+    }
+}
+
+fn check_prefix(prefix: &str) -> Result<(), String> {
+    if !prefix.starts_with('/') {
+        return Err(format!("{prefix:?} must start with '/'"));
+    }
+    if prefix.len() > 1 && prefix.ends_with('/') {
+        return Err(format!("{prefix:?} must not end with '/'"));
+    }
+    if prefix
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '?' | '#' | '%' | '\\'))
+    {
+        return Err(format!(
+            "{prefix:?} may not contain whitespace, '?', '#', '%' or '\\'"
+        ));
+    }
+    if prefix
+        .split('/')
+        .skip(1)
+        .any(|seg| seg.is_empty() && prefix != "/" || seg == "." || seg == "..")
+    {
+        return Err(format!("{prefix:?} has an empty, '.' or '..' segment"));
+    }
+    Ok(())
+}
+
+/// `[a-z0-9][a-z0-9_-]{0,62}`
+pub fn valid_route_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b[1..]
+            .iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_names_follow_the_pattern() {
+        assert!(valid_route_name("catalog"));
+        assert!(valid_route_name("0plugin_v2-x"));
+        assert!(!valid_route_name(""));
+        assert!(!valid_route_name("Catalog"));
+        assert!(!valid_route_name("-x"));
+        assert!(!valid_route_name(&"a".repeat(64)));
+    }
+
+    #[test]
+    fn prefixes_are_clean_absolute_paths() {
+        assert!(check_prefix("/api/catalog").is_ok());
+        assert!(check_prefix("/").is_ok());
+        assert!(check_prefix("api").is_err());
+        assert!(check_prefix("/api/").is_err());
+        assert!(check_prefix("/api//x").is_err());
+        assert!(check_prefix("/api/../x").is_err());
+        assert!(check_prefix("/api?x").is_err());
+    }
+}

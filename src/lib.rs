@@ -1,0 +1,5 @@
+//! fusegate: a circuit-breaking reverse-proxy gateway built on pingora.
+#![forbid(unsafe_code)]
+
+pub mod breaker;
+pub mod config;
