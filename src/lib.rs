@@ -3,3 +3,11 @@
 
 pub mod breaker;
 pub mod config;
+pub mod router;
+pub mod clock;
+pub mod runtime;
+pub mod gateway;
+pub mod proxy;
+pub mod demo;
+pub mod logging;
+pub mod server;

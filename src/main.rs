@@ -1,1 +1,117 @@
-fn main() {}
+//! The `fusegate` command line.
+
+use clap::{Parser, Subcommand};
+use fusegate::config::{self, ConfigErrors, DEFAULT_CONFIG_PATH};
+use fusegate::server::Gatekeeper;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "fusegate", version, about = "A circuit-breaking reverse-proxy gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve: the proxy on server.listen.
+    Run {
+        /// Config file (TOML, or YAML by extension).
+        #[arg(short = 'c', long = "config", env = "FUSEGATE_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
+    /// Validate a config: print every problem, exit 0 when there is none, else 1.
+    Check {
+        /// Config file (TOML, or YAML by extension).
+        #[arg(short = 'c', long = "config", env = "FUSEGATE_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
+    /// Run the gateway with two built-in upstreams on loopback, and print what to try.
+    Demo,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Run { config } => run(&config),
+        Command::Demo => demo(),
+    }
+}
+
+fn print_problems(path: &Path, errors: &ConfigErrors) {
+    eprintln!(
+        "{}: {} problem(s):",
+        path.display(),
+        errors.0.len()
+    );
+    for p in &errors.0 {
+        eprintln!("  {p}");
+    }
+}
+
+fn check(path: &Path) -> ExitCode {
+    match config::load(path, true) {
+        Ok(c) => {
+            println!("{}: ok ({} route(s))", path.display(), c.routes.len());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            print_problems(path, &e);
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(path: &Path) -> ExitCode {
+    let config = match config::load(path, true) {
+        Ok(c) => c,
+        Err(e) => {
+            print_problems(path, &e);
+            return ExitCode::from(1);
+        }
+    };
+    fusegate::logging::init(config.log.level, config.log.format);
+    let listen = config.server.listen.addrs().join(", ");
+    let routes = config.routes.len();
+    match Gatekeeper::build(config) {
+        Ok(g) => {
+            log::info!(
+                "fusegate {} serving {routes} route(s) on {listen} (config {})",
+                env!("CARGO_PKG_VERSION"),
+                path.display()
+            );
+            g.run();
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("fusegate: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn demo() -> ExitCode {
+    let config = fusegate::demo::config();
+    for addr in [fusegate::demo::CATALOG_ADDR, fusegate::demo::SEARCH_ADDR] {
+        if let Err(e) = std::net::TcpListener::bind(addr) {
+            eprintln!("fusegate demo: cannot listen on {addr} for a demo upstream: {e}");
+            return ExitCode::from(1);
+        }
+    }
+    fusegate::logging::init(config.log.level, config.log.format);
+    let mut g = match Gatekeeper::build(config) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("fusegate demo: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    for svc in fusegate::demo::upstream_services() {
+        g.add_service(svc);
+    }
+    println!("{}", fusegate::demo::guide());
+    g.run();
+    ExitCode::SUCCESS
+}

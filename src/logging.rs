@@ -1,0 +1,24 @@
+//! Log output: text or JSON lines on stderr, level from the config.
+
+use crate::config::{LogFormat, LogLevel};
+use std::io::Write;
+
+/// Installs the logger. Later calls only change the level.
+pub fn init(level: LogLevel, format: LogFormat) {
+    let mut b = env_logger::Builder::new();
+    b.filter_level(level.as_filter());
+    if format == LogFormat::Json {
+        b.format(|buf, record| {
+            let line = serde_json::json!({
+                "ts": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+                "level": record.level().as_str().to_ascii_lowercase(),
+                "target": record.target(),
+                "msg": record.args().to_string(),
+            });
+            writeln!(buf, "{line}")
+        });
+    }
+    if b.try_init().is_err() {
+        log::set_max_level(level.as_filter());
+    }
+}

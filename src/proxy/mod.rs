@@ -1,0 +1,342 @@
+//! The pingora proxy hooks. They translate between pingora and the rest of fusegate:
+//! the path check and route lookup ([`crate::router`]), admission and outcomes
+//! ([`crate::breaker`]), upstream choice ([`crate::runtime::Upstreams`]). No breaker logic
+//! lives here.
+//!
+//! A request's journey through the hooks:
+//! - `request_filter`: request id, path check (400), route lookup (404);
+//! - `proxy_upstream_filter`: upstream choice (503 `no_healthy_upstream`), breaker
+//!   admission (503 `circuit_open` / `route_paused`);
+//! - `upstream_peer`, `upstream_request_filter`: the chosen peer, rewritten path and
+//!   forwarding headers;
+//! - `upstream_response_filter`: the upstream status;
+//! - `fail_to_connect` / `fail_to_proxy`: JSON 502/504;
+//! - `logging`: the one place the outcome is recorded (or the permit released).
+
+mod failure;
+mod request_id;
+mod respond;
+
+pub use failure::{classify, ProxyFailure};
+pub use request_id::RequestIds;
+
+use crate::breaker::{FailureKind, Outcome, Permit, State};
+use crate::config::HostHeader;
+use crate::gateway::{Gateway, InflightGuard};
+use crate::router::check_path;
+use crate::runtime::Route;
+use async_trait::async_trait;
+use http::{HeaderValue, Uri};
+use pingora::http::RequestHeader;
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The proxy service: one per process, shared by every worker thread.
+pub struct Proxy {
+    gateway: Arc<Gateway>,
+    request_ids: RequestIds,
+}
+
+impl Proxy {
+    pub fn new(gateway: Arc<Gateway>) -> Self {
+        Proxy {
+            gateway,
+            request_ids: RequestIds::default(),
+        }
+    }
+}
+
+/// Per-request state.
+pub struct RequestCtx {
+    route: Option<Arc<Route>>,
+    /// Index into the route's upstream list.
+    upstream: Option<usize>,
+    permit: Option<Permit>,
+    request_id: Option<HeaderValue>,
+    started: Instant,
+    upstream_status: Option<u16>,
+    connect_failed: bool,
+    _inflight: InflightGuard,
+}
+
+impl Drop for RequestCtx {
+    /// A permit still held here was neither recorded nor released (the request ended
+    /// before `logging`): hand it back so a half-open probe slot is not lost.
+    fn drop(&mut self) {
+        if let (Some(permit), Some(route)) = (self.permit.take(), &self.route) {
+            route.breaker.release(permit);
+        }
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Proxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            route: None,
+            upstream: None,
+            permit: None,
+            request_id: None,
+            started: Instant::now(),
+            upstream_status: None,
+            connect_failed: false,
+            _inflight: self.gateway.track_request(),
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let id = self
+            .request_ids
+            .for_request(session.req_header().headers.get("x-request-id"));
+        ctx.request_id = Some(id);
+
+        let runtime = self.gateway.runtime();
+        let path = session.req_header().uri.path();
+        if let Err(e) = check_path(path) {
+            let body = respond::path_error_body("invalid_path", path);
+            log::debug!("rejected path {path:?}: {}", e.message());
+            respond::json(session, 400, body, ctx.request_id.as_ref(), &[]).await?;
+            return Ok(true);
+        }
+        match runtime.route_for(path) {
+            Some(route) => {
+                ctx.route = Some(route.clone());
+                Ok(false)
+            }
+            None => {
+                let body = respond::path_error_body("no_route", path);
+                respond::json(session, 404, body, ctx.request_id.as_ref(), &[]).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn proxy_upstream_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<bool> {
+        let Some(route) = ctx.route.clone() else {
+            return Err(Error::explain(InternalError, "no route in context"));
+        };
+        let Some(upstream) = route.upstreams.select_index() else {
+            let body = respond::error_body("no_healthy_upstream", &route.name);
+            respond::json(session, 503, body, ctx.request_id.as_ref(), &[]).await?;
+            return Ok(false);
+        };
+        let acquired = route
+            .breaker
+            .try_acquire(&route.settings, self.gateway.clock.now_ms());
+        if let Some(t) = acquired.transition {
+            self.gateway.on_transition(&route, t);
+        }
+        match acquired.result {
+            Ok(permit) => {
+                ctx.permit = Some(permit);
+                ctx.upstream = Some(upstream);
+                Ok(true)
+            }
+            Err(rejection) => {
+                let (error, extra) = match rejection.state {
+                    State::ForcedOpen => ("route_paused", vec![]),
+                    _ => {
+                        let secs = rejection.retry_after_secs.unwrap_or(1);
+                        ("circuit_open", vec![("retry-after", secs.to_string())])
+                    }
+                };
+                let mut headers = extra;
+                headers.push(("x-fusegate-breaker", rejection.state.as_str().to_string()));
+                let body = match rejection.retry_after_secs {
+                    Some(secs) => format!(
+                        r#"{{"error":"{error}","route":"{}","state":"{}","retry_after_secs":{secs}}}"#,
+                        route.name,
+                        rejection.state.as_str()
+                    ),
+                    None => format!(
+                        r#"{{"error":"{error}","route":"{}","state":"{}"}}"#,
+                        route.name,
+                        rejection.state.as_str()
+                    ),
+                };
+                respond::json(session, 503, body, ctx.request_id.as_ref(), &headers).await?;
+                Ok(false)
+            }
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let upstream = ctx
+            .route
+            .as_ref()
+            .zip(ctx.upstream)
+            .and_then(|(route, i)| route.upstreams.list().get(i));
+        match upstream {
+            Some(u) => Ok(u.peer()),
+            None => Err(Error::explain(InternalError, "no upstream chosen")),
+        }
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(route) = ctx.route.as_ref() else {
+            return Ok(());
+        };
+        if route.strip_prefix {
+            let path = route.upstream_path(upstream_request.uri.path());
+            let rewritten = match upstream_request.uri.query() {
+                Some(q) => format!("{path}?{q}"),
+                None => path.to_string(),
+            };
+            let uri: Uri = rewritten
+                .parse()
+                .map_err(|e| Error::because(InternalError, "rewriting the path", e))?;
+            upstream_request.set_uri(uri);
+        }
+        if route.host_header == HostHeader::Upstream {
+            if let Some(u) = ctx.upstream.and_then(|i| route.upstreams.list().get(i)) {
+                upstream_request.insert_header("host", u.authority.as_str())?;
+            }
+        }
+        let client_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip().to_string());
+        if let Some(ip) = client_ip {
+            let forwarded_for = match upstream_request.headers.get("x-forwarded-for") {
+                Some(prev) => format!("{}, {ip}", String::from_utf8_lossy(prev.as_bytes())),
+                None => ip,
+            };
+            upstream_request.insert_header("x-forwarded-for", forwarded_for)?;
+        }
+        upstream_request.insert_header("x-forwarded-proto", "http")?;
+        let host = session
+            .req_header()
+            .headers
+            .get("host")
+            .cloned()
+            .or_else(|| {
+                session
+                    .req_header()
+                    .uri
+                    .authority()
+                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            });
+        if let Some(host) = host {
+            upstream_request.insert_header("x-forwarded-host", host)?;
+        }
+        if let Some(id) = &ctx.request_id {
+            upstream_request.insert_header("x-request-id", id.clone())?;
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut pingora::http::ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if !upstream_response.status.is_informational() {
+            ctx.upstream_status = Some(upstream_response.status.as_u16());
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut pingora::http::ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(id) = &ctx.request_id {
+            upstream_response.insert_header("x-request-id", id.clone())?;
+        }
+        Ok(())
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        e: Box<Error>,
+    ) -> Box<Error> {
+        ctx.connect_failed = true;
+        e
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let failure = classify(e.etype(), e.esource(), ctx.connect_failed);
+        let mut error_code = 0;
+        if let Some((status, error)) = failure.response() {
+            error_code = status;
+            if session.response_written().is_none() {
+                let body = match &ctx.route {
+                    Some(route) => respond::error_body(error, &route.name),
+                    None => format!(r#"{{"error":"{error}"}}"#),
+                };
+                if let Err(write_err) =
+                    respond::json(session, status, body, ctx.request_id.as_ref(), &[]).await
+                {
+                    log::debug!("could not send the error response: {write_err}");
+                }
+            }
+        }
+        FailToProxy {
+            error_code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, _session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let (Some(permit), Some(route)) = (ctx.permit.take(), ctx.route.clone()) else {
+            return;
+        };
+        let duration_ms = u64::try_from(ctx.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let failure = match e {
+            None => match ctx.upstream_status {
+                Some(status) => route
+                    .settings
+                    .failure_statuses
+                    .contains(status)
+                    .then_some(FailureKind::Status),
+                None => {
+                    route.breaker.release(permit);
+                    return;
+                }
+            },
+            Some(e) => match classify(e.etype(), e.esource(), ctx.connect_failed) {
+                ProxyFailure::Upstream(kind) => Some(kind),
+                ProxyFailure::Downstream { .. } | ProxyFailure::Internal => {
+                    route.breaker.release(permit);
+                    return;
+                }
+            },
+        };
+        let outcome = Outcome {
+            failure,
+            duration_ms,
+        };
+        let now = self.gateway.clock.now_ms();
+        if let Some(t) = route.breaker.record(permit, outcome, &route.settings, now) {
+            self.gateway.on_transition(&route, t);
+        }
+    }
+}

@@ -1,0 +1,45 @@
+//! Responses the gateway makes itself: JSON bodies with `Content-Type` and `X-Request-Id`.
+
+use bytes::Bytes;
+use http::HeaderValue;
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+use pingora::proxy::Session;
+
+/// Writes a complete JSON response.
+pub async fn json(
+    session: &mut Session,
+    status: u16,
+    body: String,
+    request_id: Option<&HeaderValue>,
+    extra: &[(&'static str, String)],
+) -> Result<()> {
+    let mut h = ResponseHeader::build(status, Some(4 + extra.len()))?;
+    h.insert_header("content-type", "application/json")?;
+    h.insert_header("content-length", body.len().to_string())?;
+    if let Some(id) = request_id {
+        h.insert_header("x-request-id", id.clone())?;
+    }
+    for (name, value) in extra {
+        h.insert_header(*name, value.as_str())?;
+    }
+    let head_only = session.req_header().method == http::Method::HEAD;
+    session.write_response_header(Box::new(h), head_only).await?;
+    if !head_only {
+        session
+            .write_response_body(Some(Bytes::from(body)), true)
+            .await?;
+    }
+    Ok(())
+}
+
+/// `{"error":<error>,"route":<route>}`; route names need no escaping.
+pub fn error_body(error: &str, route: &str) -> String {
+    format!(r#"{{"error":"{error}","route":"{route}"}}"#)
+}
+
+/// `{"error":<error>,"path":<path>}`, with the path JSON-escaped.
+pub fn path_error_body(error: &str, path: &str) -> String {
+    let path = serde_json::to_string(path).unwrap_or_else(|_| "\"\"".into());
+    format!(r#"{{"error":"{error}","path":{path}}}"#)
+}

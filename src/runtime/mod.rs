@@ -1,0 +1,217 @@
+//! The route table: one immutable [`Runtime`] snapshot built from a validated config.
+//!
+//! A request takes the snapshot once (an `Arc` of its route) and keeps it to the end, so a
+//! reload mid-request cannot change what that request sees. Breaker state is not part of
+//! the snapshot: it lives in the [`BreakerRegistry`], keyed by route name, and each route
+//! holds an `Arc` to its breaker.
+
+mod registry;
+mod upstreams;
+
+pub use registry::BreakerRegistry;
+pub use upstreams::{Upstream, Upstreams};
+
+use crate::breaker::{self, Breaker, StatusSet, WindowShape};
+use crate::config::{BreakerConfig, Config, HostHeader};
+use crate::router::Router;
+use std::sync::Arc;
+
+/// One route, ready for the request path.
+#[derive(Debug)]
+pub struct Route {
+    pub name: Arc<str>,
+    pub prefix: String,
+    pub strip_prefix: bool,
+    pub host_header: HostHeader,
+    pub settings: breaker::Settings,
+    pub breaker: Arc<Breaker>,
+    pub upstreams: Upstreams,
+}
+
+impl Route {
+    /// The path to send upstream: `strip_prefix` removes the route prefix, keeping a
+    /// leading `/`.
+    pub fn upstream_path<'a>(&self, path: &'a str) -> &'a str {
+        if !self.strip_prefix || self.prefix == "/" {
+            return path;
+        }
+        match path.get(self.prefix.len()..) {
+            Some("") | None => "/",
+            Some(rest) => rest,
+        }
+    }
+}
+
+/// The immutable route table of one config generation.
+#[derive(Debug)]
+pub struct Runtime {
+    pub generation: u64,
+    pub config: Arc<Config>,
+    /// Routes in name order.
+    pub routes: Vec<Arc<Route>>,
+    router: Router<Arc<Route>>,
+}
+
+impl Runtime {
+    /// Builds the table for `config`, taking (or making) each route's breaker from
+    /// `breakers`. Fails when an upstream cannot be resolved.
+    pub fn build(
+        config: Arc<Config>,
+        breakers: &BreakerRegistry,
+        generation: u64,
+        now_ms: u64,
+    ) -> Result<Runtime, String> {
+        let mut routes = Vec::with_capacity(config.routes.len());
+        let mut router = Router::new();
+        for (name, rc) in &config.routes {
+            let settings = resolve_settings(&rc.breaker.merged_over(&config.defaults.breaker));
+            let upstreams = Upstreams::build(&rc.upstreams, settings.timeout)
+                .map_err(|e| format!("routes.{name}.upstreams: {e}"))?;
+            let route = Arc::new(Route {
+                name: Arc::from(name.as_str()),
+                prefix: rc.effective_prefix(name),
+                strip_prefix: rc.strip_prefix,
+                host_header: rc.host_header,
+                breaker: breakers.get_or_create(name, settings.window, now_ms),
+                settings,
+                upstreams,
+            });
+            router.insert(&route.prefix, route.clone());
+            routes.push(route);
+        }
+        Ok(Runtime {
+            generation,
+            config,
+            routes,
+            router,
+        })
+    }
+
+    /// The route whose prefix is the longest match for `path`.
+    pub fn route_for(&self, path: &str) -> Option<&Arc<Route>> {
+        self.router.lookup(path)
+    }
+
+    pub fn route(&self, name: &str) -> Option<&Arc<Route>> {
+        self.routes
+            .binary_search_by(|r| r.name.as_ref().cmp(name))
+            .ok()
+            .map(|i| &self.routes[i])
+    }
+}
+
+/// Breaker settings from a merged (route over defaults) breaker config; anything still
+/// unset takes the built-in default. The config is validated before this runs.
+pub fn resolve_settings(b: &BreakerConfig) -> breaker::Settings {
+    let d = breaker::Settings::default();
+    let window_ms = b
+        .rolling_window
+        .unwrap_or(BreakerConfig::DEFAULT_WINDOW)
+        .as_millis_u64()
+        .max(1);
+    let buckets = b.rolling_buckets.unwrap_or(BreakerConfig::DEFAULT_BUCKETS).max(1);
+    let failure_statuses = match &b.failure_statuses {
+        None => d.failure_statuses,
+        Some(list) => {
+            let mut set = StatusSet::new();
+            for (lo, hi) in list.iter().filter_map(|s| s.range().ok()) {
+                set.add_range(lo, hi);
+            }
+            set
+        }
+    };
+    breaker::Settings {
+        error_threshold_percentage: b
+            .error_threshold_percentage
+            .unwrap_or(d.error_threshold_percentage),
+        volume_threshold: b.volume_threshold.unwrap_or(d.volume_threshold),
+        window: WindowShape {
+            bucket_ms: (window_ms / u64::from(buckets)).max(1),
+            buckets,
+        },
+        reset_timeout_ms: b
+            .reset_timeout
+            .map(|t| t.as_millis_u64())
+            .unwrap_or(d.reset_timeout_ms),
+        half_open_probes: b.half_open_probes.unwrap_or(d.half_open_probes),
+        timeout: b.timeout.map(|t| t.0).unwrap_or(d.timeout),
+        failure_statuses,
+        slow_call_ms: b
+            .slow_call_duration
+            .map(|t| t.as_millis_u64())
+            .unwrap_or(d.slow_call_ms),
+        slow_call_rate_threshold: b
+            .slow_call_rate_threshold
+            .unwrap_or(d.slow_call_rate_threshold),
+        mode: b.mode.unwrap_or(d.mode),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{load_from_str, Format};
+
+    fn runtime(toml: &str) -> Runtime {
+        let config = load_from_str(toml, Format::Toml, false).unwrap();
+        Runtime::build(Arc::new(config), &BreakerRegistry::new(), 1, 0).unwrap()
+    }
+
+    #[test]
+    fn route_settings_override_the_defaults() {
+        let rt = runtime(
+            r#"
+            [defaults.breaker]
+            volume_threshold = 5
+            rolling_window = "2s"
+            rolling_buckets = 4
+            [routes.a]
+            upstreams = ["127.0.0.1:7001"]
+            breaker = { volume_threshold = 7, failure_statuses = ["502-504", 429] }
+            [routes.b]
+            upstreams = ["127.0.0.1:7002"]
+            "#,
+        );
+        let a = rt.route("a").unwrap();
+        assert_eq!(a.settings.volume_threshold, 7);
+        assert_eq!(a.settings.window, WindowShape { bucket_ms: 500, buckets: 4 });
+        assert!(a.settings.failure_statuses.contains(503));
+        assert!(a.settings.failure_statuses.contains(429));
+        assert!(!a.settings.failure_statuses.contains(500));
+        let b = rt.route("b").unwrap();
+        assert_eq!(b.settings.volume_threshold, 5);
+        assert!(b.settings.failure_statuses.contains(500));
+        assert_eq!(b.prefix, "/api/b");
+    }
+
+    #[test]
+    fn strip_prefix_keeps_a_leading_slash() {
+        let rt = runtime(
+            r#"
+            [routes.a]
+            upstreams = ["127.0.0.1:7001"]
+            strip_prefix = true
+            "#,
+        );
+        let a = rt.route("a").unwrap();
+        assert_eq!(a.upstream_path("/api/a/x/y"), "/x/y");
+        assert_eq!(a.upstream_path("/api/a"), "/");
+        assert_eq!(a.upstream_path("/api/a/"), "/");
+    }
+
+    #[test]
+    fn breakers_survive_a_rebuild() {
+        let registry = BreakerRegistry::new();
+        let config = Arc::new(
+            load_from_str("[routes.a]\nupstreams=[\"127.0.0.1:7001\"]\n", Format::Toml, false)
+                .unwrap(),
+        );
+        let first = Runtime::build(config.clone(), &registry, 1, 0).unwrap();
+        first.route("a").unwrap().breaker.pause(1);
+        let second = Runtime::build(config, &registry, 2, 2).unwrap();
+        assert_eq!(
+            second.route("a").unwrap().breaker.state(),
+            crate::breaker::State::ForcedOpen
+        );
+    }
+}

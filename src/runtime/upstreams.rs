@@ -1,0 +1,140 @@
+//! A route's upstream servers: pingora round-robin selection over prebuilt peers.
+
+use crate::config::UpstreamAddr;
+use pingora::lb::discovery::Static;
+use pingora::lb::selection::RoundRobin;
+use pingora::lb::{Backend, Backends, LoadBalancer};
+use pingora::prelude::HttpPeer;
+use std::collections::BTreeSet;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+/// How long an idle pooled upstream connection is kept.
+const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One upstream server, ready to be handed to pingora.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub addr: UpstreamAddr,
+    pub socket: SocketAddr,
+    /// `host:port` as configured, for `host_header = "upstream"`.
+    pub authority: String,
+    peer: HttpPeer,
+}
+
+impl Upstream {
+    pub fn peer(&self) -> Box<HttpPeer> {
+        Box::new(self.peer.clone())
+    }
+}
+
+/// The upstreams of one route.
+pub struct Upstreams {
+    list: Vec<Upstream>,
+    lb: LoadBalancer<RoundRobin>,
+}
+
+impl std::fmt::Debug for Upstreams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.list.iter().map(|u| &u.addr)).finish()
+    }
+}
+
+impl Upstreams {
+    /// Resolves each address (host names once, here) and builds the peers with `timeout`
+    /// as their connect and read timeout.
+    pub fn build(addrs: &[String], timeout: Duration) -> Result<Self, String> {
+        let mut list = Vec::with_capacity(addrs.len());
+        for raw in addrs {
+            let addr = UpstreamAddr::parse(raw)?;
+            let authority = addr.authority();
+            let socket = authority
+                .to_socket_addrs()
+                .map_err(|e| format!("{raw:?}: cannot resolve: {e}"))?
+                .next()
+                .ok_or_else(|| format!("{raw:?}: resolves to no address"))?;
+            if list.iter().any(|u: &Upstream| u.socket == socket) {
+                return Err(format!("{raw:?}: listed twice (same address as another upstream)"));
+            }
+            let sni = if addr.is_tls() { addr.host.clone() } else { String::new() };
+            let mut peer = HttpPeer::new(socket, addr.is_tls(), sni);
+            peer.options.connection_timeout = Some(timeout);
+            peer.options.total_connection_timeout = Some(timeout);
+            peer.options.read_timeout = Some(timeout);
+            peer.options.write_timeout = Some(timeout);
+            peer.options.idle_timeout = Some(UPSTREAM_IDLE_TIMEOUT);
+            list.push(Upstream {
+                addr,
+                socket,
+                authority,
+                peer,
+            });
+        }
+        let backends: BTreeSet<Backend> = list
+            .iter()
+            .map(|u| Backend::new(&u.socket.to_string()))
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("invalid upstream address: {e}"))?;
+        let lb = LoadBalancer::from_backends(Backends::new(Static::new(backends)));
+        // A static discovery answers at once; this only fills the selector.
+        poll_ready(lb.update())
+            .ok_or("upstream setup did not complete")?
+            .map_err(|e| format!("upstream setup failed: {e}"))?;
+        Ok(Upstreams { list, lb })
+    }
+
+    pub fn list(&self) -> &[Upstream] {
+        &self.list
+    }
+
+    /// The next upstream in round-robin order among the healthy ones.
+    pub fn select(&self) -> Option<&Upstream> {
+        self.select_index().map(|i| &self.list[i])
+    }
+
+    /// Like [`Upstreams::select`], as an index into [`Upstreams::list`].
+    pub fn select_index(&self) -> Option<usize> {
+        let backend = self.lb.select(b"", self.list.len().max(1))?;
+        let socket = backend.addr.as_inet()?;
+        self.list.iter().position(|u| &u.socket == socket)
+    }
+}
+
+/// Polls a future that needs no waiting (static service discovery) to completion.
+fn poll_ready<F: std::future::Future>(f: F) -> Option<F::Output> {
+    use std::pin::pin;
+    use std::task::{Context, Poll, Waker};
+    let mut f = pin!(f);
+    let mut cx = Context::from_waker(Waker::noop());
+    for _ in 0..100 {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return Some(v);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_robin_visits_every_upstream() {
+        let u = Upstreams::build(
+            &["127.0.0.1:7001".into(), "http://127.0.0.1:7002".into()],
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        let picks: Vec<u16> = (0..4).map(|_| u.select().unwrap().socket.port()).collect();
+        assert_eq!(picks.iter().filter(|p| **p == 7001).count(), 2);
+        assert_eq!(picks.iter().filter(|p| **p == 7002).count(), 2);
+    }
+
+    #[test]
+    fn tls_upstreams_get_sni_from_their_host() {
+        let u = Upstreams::build(&["https://localhost:8443".into()], Duration::from_secs(1)).unwrap();
+        let peer = u.list()[0].peer();
+        assert_eq!(peer.sni, "localhost");
+        assert!(peer.is_tls());
+    }
+}
