@@ -118,13 +118,19 @@ impl ServeHttp for DemoUpstream {
         let (status, body) = if fail {
             (
                 500,
-                format!(r#"{{"upstream":"{}","error":"simulated failure","served":{n}}}"#, self.name),
+                format!(
+                    r#"{{"upstream":"{}","error":"simulated failure","served":{n}}}"#,
+                    self.name
+                ),
             )
         } else {
             let path = serde_json::to_string(&path).unwrap_or_default();
             (
                 200,
-                format!(r#"{{"upstream":"{}","path":{path},"served":{n}}}"#, self.name),
+                format!(
+                    r#"{{"upstream":"{}","path":{path},"served":{n}}}"#,
+                    self.name
+                ),
             )
         };
         Response::builder()

@@ -2,12 +2,12 @@
 #![forbid(unsafe_code)]
 
 pub mod breaker;
-pub mod config;
-pub mod router;
 pub mod clock;
-pub mod runtime;
-pub mod gateway;
-pub mod proxy;
+pub mod config;
 pub mod demo;
+pub mod gateway;
 pub mod logging;
+pub mod proxy;
+pub mod router;
+pub mod runtime;
 pub mod server;

@@ -7,7 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "fusegate", version, about = "A circuit-breaking reverse-proxy gateway")]
+#[command(
+    name = "fusegate",
+    version,
+    about = "A circuit-breaking reverse-proxy gateway"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -41,11 +45,7 @@ fn main() -> ExitCode {
 }
 
 fn print_problems(path: &Path, errors: &ConfigErrors) {
-    eprintln!(
-        "{}: {} problem(s):",
-        path.display(),
-        errors.0.len()
-    );
+    eprintln!("{}: {} problem(s):", path.display(), errors.0.len());
     for p in &errors.0 {
         eprintln!("  {p}");
     }

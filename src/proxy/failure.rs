@@ -84,7 +84,10 @@ mod tests {
     #[test]
     fn client_errors_are_not_upstream_failures() {
         let down = ErrorSource::Downstream;
-        assert_eq!(classify(&ErrorType::WriteError, &down, false).response(), None);
+        assert_eq!(
+            classify(&ErrorType::WriteError, &down, false).response(),
+            None
+        );
         assert_eq!(
             classify(&ErrorType::InvalidHTTPHeader, &down, false).response(),
             Some((400, "bad_request"))

@@ -24,7 +24,9 @@ pub async fn json(
         h.insert_header(*name, value.as_str())?;
     }
     let head_only = session.req_header().method == http::Method::HEAD;
-    session.write_response_header(Box::new(h), head_only).await?;
+    session
+        .write_response_header(Box::new(h), head_only)
+        .await?;
     if !head_only {
         session
             .write_response_body(Some(Bytes::from(body)), true)

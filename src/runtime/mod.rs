@@ -109,7 +109,10 @@ pub fn resolve_settings(b: &BreakerConfig) -> breaker::Settings {
         .unwrap_or(BreakerConfig::DEFAULT_WINDOW)
         .as_millis_u64()
         .max(1);
-    let buckets = b.rolling_buckets.unwrap_or(BreakerConfig::DEFAULT_BUCKETS).max(1);
+    let buckets = b
+        .rolling_buckets
+        .unwrap_or(BreakerConfig::DEFAULT_BUCKETS)
+        .max(1);
     let failure_statuses = match &b.failure_statuses {
         None => d.failure_statuses,
         Some(list) => {
@@ -174,7 +177,13 @@ mod tests {
         );
         let a = rt.route("a").unwrap();
         assert_eq!(a.settings.volume_threshold, 7);
-        assert_eq!(a.settings.window, WindowShape { bucket_ms: 500, buckets: 4 });
+        assert_eq!(
+            a.settings.window,
+            WindowShape {
+                bucket_ms: 500,
+                buckets: 4
+            }
+        );
         assert!(a.settings.failure_statuses.contains(503));
         assert!(a.settings.failure_statuses.contains(429));
         assert!(!a.settings.failure_statuses.contains(500));
@@ -203,8 +212,12 @@ mod tests {
     fn breakers_survive_a_rebuild() {
         let registry = BreakerRegistry::new();
         let config = Arc::new(
-            load_from_str("[routes.a]\nupstreams=[\"127.0.0.1:7001\"]\n", Format::Toml, false)
-                .unwrap(),
+            load_from_str(
+                "[routes.a]\nupstreams=[\"127.0.0.1:7001\"]\n",
+                Format::Toml,
+                false,
+            )
+            .unwrap(),
         );
         let first = Runtime::build(config.clone(), &registry, 1, 0).unwrap();
         first.route("a").unwrap().breaker.pause(1);

@@ -36,7 +36,9 @@ pub struct Upstreams {
 
 impl std::fmt::Debug for Upstreams {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.list.iter().map(|u| &u.addr)).finish()
+        f.debug_list()
+            .entries(self.list.iter().map(|u| &u.addr))
+            .finish()
     }
 }
 
@@ -54,9 +56,15 @@ impl Upstreams {
                 .next()
                 .ok_or_else(|| format!("{raw:?}: resolves to no address"))?;
             if list.iter().any(|u: &Upstream| u.socket == socket) {
-                return Err(format!("{raw:?}: listed twice (same address as another upstream)"));
+                return Err(format!(
+                    "{raw:?}: listed twice (same address as another upstream)"
+                ));
             }
-            let sni = if addr.is_tls() { addr.host.clone() } else { String::new() };
+            let sni = if addr.is_tls() {
+                addr.host.clone()
+            } else {
+                String::new()
+            };
             let mut peer = HttpPeer::new(socket, addr.is_tls(), sni);
             peer.options.connection_timeout = Some(timeout);
             peer.options.total_connection_timeout = Some(timeout);
@@ -132,7 +140,8 @@ mod tests {
 
     #[test]
     fn tls_upstreams_get_sni_from_their_host() {
-        let u = Upstreams::build(&["https://localhost:8443".into()], Duration::from_secs(1)).unwrap();
+        let u =
+            Upstreams::build(&["https://localhost:8443".into()], Duration::from_secs(1)).unwrap();
         let peer = u.list()[0].peer();
         assert_eq!(peer.sni, "localhost");
         assert!(peer.is_tls());

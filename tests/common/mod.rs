@@ -1,0 +1,370 @@
+//! Test harness: real upstream HTTP servers the test controls, the real fusegate binary,
+//! and a plain HTTP client. Everything listens on 127.0.0.1.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free loopback port")
+}
+
+/// Polls `cond` every 20 ms until it holds or `limit` passes; panics with `what` then.
+pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if cond() {
+            return;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    panic!("timed out after {limit:?} waiting for {what}");
+}
+
+/// A request as the upstream saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub target: String,
+    pub headers: HashMap<String, String>,
+}
+
+/// An HTTP/1.1 upstream whose answers the test sets: status, delay, hit counter.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    status: Arc<AtomicU16>,
+    delay_ms: Arc<AtomicU64>,
+    hits: Arc<AtomicU64>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Upstream {
+    /// Starts answering 200 with a small JSON body naming `name`.
+    pub fn start(name: &str) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+        let addr = listener.local_addr().expect("upstream addr");
+        let u = Upstream {
+            addr,
+            status: Arc::new(AtomicU16::new(200)),
+            delay_ms: Arc::new(AtomicU64::new(0)),
+            hits: Arc::new(AtomicU64::new(0)),
+            seen: Arc::new(Mutex::new(Vec::new())),
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        let (status, delay, hits, seen, stop) = (
+            u.status.clone(),
+            u.delay_ms.clone(),
+            u.hits.clone(),
+            u.seen.clone(),
+            u.stop.clone(),
+        );
+        let name = name.to_string();
+        thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let (status, delay, hits, seen, name) = (
+                    status.clone(),
+                    delay.clone(),
+                    hits.clone(),
+                    seen.clone(),
+                    name.clone(),
+                );
+                thread::spawn(move || serve(conn, &name, &status, &delay, &hits, &seen));
+            }
+        });
+        u
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn set_status(&self, s: u16) {
+        self.status.store(s, Ordering::SeqCst);
+    }
+
+    pub fn set_delay(&self, d: Duration) {
+        self.delay_ms.store(d.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    pub fn last_seen(&self) -> Seen {
+        self.seen
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("the upstream saw no request")
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+fn serve(
+    conn: TcpStream,
+    name: &str,
+    status: &AtomicU16,
+    delay: &AtomicU64,
+    hits: &AtomicU64,
+    seen: &Mutex<Vec<Seen>>,
+) {
+    let mut reader = BufReader::new(conn.try_clone().expect("clone stream"));
+    let mut conn = conn;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut parts = line.split_whitespace();
+        let method = parts.next().unwrap_or("").to_string();
+        let target = parts.next().unwrap_or("").to_string();
+        let mut headers = HashMap::new();
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+            }
+        }
+        let len: usize = headers
+            .get("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0; len];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        hits.fetch_add(1, Ordering::SeqCst);
+        seen.lock().unwrap().push(Seen {
+            method: method.clone(),
+            target: target.clone(),
+            headers,
+        });
+        let d = delay.load(Ordering::SeqCst);
+        if d > 0 {
+            thread::sleep(Duration::from_millis(d));
+        }
+        let code = status.load(Ordering::SeqCst);
+        let body = format!(r#"{{"upstream":"{name}","target":"{target}"}}"#);
+        let resp = format!(
+            "HTTP/1.1 {code} Status\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
+            body.len(),
+            if method == "HEAD" { "" } else { &body }
+        );
+        if conn.write_all(resp.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+/// A running `fusegate run` process with a config written to a temp dir.
+pub struct Gateway {
+    pub child: Child,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    stderr_path: PathBuf,
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_fusegate")
+}
+
+impl Gateway {
+    /// Starts fusegate with `routes_toml` appended to a `[server]` section on a free port,
+    /// and waits until it accepts connections.
+    pub fn start(routes_toml: &str) -> Gateway {
+        Self::start_with_env(routes_toml, &[])
+    }
+
+    pub fn start_with_env(routes_toml: &str, env: &[(&str, &str)]) -> Gateway {
+        let port = free_port();
+        let admin = free_port();
+        let toml = format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nthreads = 2\ngrace_period = \"5s\"\n\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\n{routes_toml}"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config_path = dir.path().join("fusegate.toml");
+        std::fs::write(&config_path, toml).expect("write config");
+        let stderr_path = dir.path().join("stderr.log");
+        let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
+        let mut cmd = Command::new(bin());
+        cmd.arg("run")
+            .arg("-c")
+            .arg(&config_path)
+            .env_remove("FUSEGATE_CONFIG")
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn fusegate");
+        let mut g = Gateway {
+            child,
+            port,
+            dir,
+            config_path,
+            stderr_path,
+        };
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                break;
+            }
+            if let Ok(Some(status)) = g.child.try_wait() {
+                panic!(
+                    "fusegate exited with {status} before listening:\n{}",
+                    g.stderr()
+                );
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "fusegate did not listen on {addr} within 15 s:\n{}",
+                    g.stderr()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        g
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn get(&self, path: &str) -> Resp {
+        get(&self.url(path))
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{sig} failed");
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A response, whatever its status.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: HashMap<String, String>,
+    pub body: String,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.body))
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(10))
+        .redirects(0)
+        .build()
+}
+
+fn to_resp(r: ureq::Response) -> Resp {
+    let status = r.status();
+    let headers = r
+        .headers_names()
+        .into_iter()
+        .filter_map(|n| {
+            r.header(&n)
+                .map(|v| (n.to_ascii_lowercase(), v.to_string()))
+        })
+        .collect();
+    let body = r.into_string().unwrap_or_default();
+    Resp {
+        status,
+        headers,
+        body,
+    }
+}
+
+pub fn request(method: &str, url: &str, headers: &[(&str, &str)]) -> Resp {
+    let mut req = agent().request(method, url);
+    for (k, v) in headers {
+        req = req.set(k, v);
+    }
+    match req.call() {
+        Ok(r) => to_resp(r),
+        Err(ureq::Error::Status(_, r)) => to_resp(r),
+        Err(e) => panic!("{method} {url} failed: {e}"),
+    }
+}
+
+pub fn get(url: &str) -> Resp {
+    request("GET", url, &[])
+}
+
+/// Sends a request line as written (no client-side path normalisation) and returns the
+/// status code and the whole response text.
+pub fn raw_get(port: u16, target: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, out)
+}
