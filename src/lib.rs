@@ -1,5 +1,6 @@
 //! fusegate: a circuit-breaking reverse-proxy gateway built on pingora.
 #![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod breaker;
 pub mod clock;

@@ -178,7 +178,8 @@ fn check_window(
         return; // reported by check_breaker
     }
     let nanos = window.as_nanos();
-    if nanos % 1_000_000 != 0 || (nanos / 1_000_000) % u128::from(buckets) != 0 {
+    if !nanos.is_multiple_of(1_000_000) || !(nanos / 1_000_000).is_multiple_of(u128::from(buckets))
+    {
         p(
             format!("{base}.rolling_window"),
             format!(

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs the system packages fusegate's build needs, when they are missing:
+# cmake (zlib-ng, under pingora), pkg-config and libssl-dev (OpenSSL for TLS upstreams),
+# a C compiler. Debian/Ubuntu (apt-get); run as root or with sudo available.
+set -euo pipefail
+
+need=()
+command -v cmake >/dev/null 2>&1 || need+=(cmake)
+command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+command -v cc >/dev/null 2>&1 || need+=(build-essential)
+dpkg -s libssl-dev >/dev/null 2>&1 || need+=(libssl-dev)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+
+if [ ${#need[@]} -gt 0 ]; then
+  echo "setup: installing ${need[*]}" >&2
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
