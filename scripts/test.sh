@@ -12,4 +12,8 @@ fi
 if cargo clippy --version >/dev/null 2>&1; then
   cargo clippy --locked --all-targets -- -D warnings
 fi
-cargo test --locked
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --locked 2>&1 | tee "$log"
+# One closing line for the whole suite.
+awk '/^test result:/ { p += $4; f += $6; s += $8 } END { printf "fusegate: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"

@@ -1,0 +1,257 @@
+//! Prometheus metrics. The names are part of the product contract (SPEC §7).
+//!
+//! Per-route handles are resolved once, when a route table is built ([`RouteMetrics`]);
+//! the request path only increments them, with no label lookup for the common status
+//! codes.
+
+use crate::breaker::{FailureKind, State};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
+};
+
+/// Why the gateway turned a request away (`fusegate_rejections_total{reason}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectReason {
+    CircuitOpen = 0,
+    HalfOpen = 1,
+    Paused = 2,
+    RateLimited = 3,
+    NoHealthyUpstream = 4,
+}
+
+impl RejectReason {
+    pub const ALL: [RejectReason; 5] = [
+        RejectReason::CircuitOpen,
+        RejectReason::HalfOpen,
+        RejectReason::Paused,
+        RejectReason::RateLimited,
+        RejectReason::NoHealthyUpstream,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::CircuitOpen => "circuit_open",
+            RejectReason::HalfOpen => "half_open",
+            RejectReason::Paused => "paused",
+            RejectReason::RateLimited => "rate_limited",
+            RejectReason::NoHealthyUpstream => "no_healthy_upstream",
+        }
+    }
+
+    /// The reason for a breaker rejection in `state`.
+    pub fn for_breaker(state: State) -> RejectReason {
+        match state {
+            State::ForcedOpen => RejectReason::Paused,
+            State::HalfOpen => RejectReason::HalfOpen,
+            _ => RejectReason::CircuitOpen,
+        }
+    }
+}
+
+const STATES: [State; 4] = [State::Closed, State::Open, State::HalfOpen, State::ForcedOpen];
+const FAILURE_KINDS: [FailureKind; 4] = [
+    FailureKind::Status,
+    FailureKind::Connect,
+    FailureKind::Timeout,
+    FailureKind::Reset,
+];
+/// Status codes whose counters are resolved up front; others are looked up by label.
+const COMMON_CODES: [u16; 18] = [
+    200, 201, 202, 204, 301, 302, 304, 400, 401, 403, 404, 409, 429, 500, 502, 503, 504, 422,
+];
+
+/// The process's metric families.
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    breaker_state: IntGaugeVec,
+    transitions: IntCounterVec,
+    rejections: IntCounterVec,
+    upstream_failures: IntCounterVec,
+    pub cache: IntCounterVec,
+    pub config_reloads: IntCounterVec,
+    pub config_generation: IntGauge,
+    pub nats_connected: IntGauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
+    let v = IntCounterVec::new(Opts::new(name, help), labels)?;
+    r.register(Box::new(v.clone()))?;
+    Ok(v)
+}
+
+impl Metrics {
+    pub fn new() -> prometheus::Result<Metrics> {
+        let r = Registry::new();
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "fusegate_request_duration_seconds",
+                "Time from request to the end of the response, per route.",
+            ),
+            &["route"],
+        )?;
+        r.register(Box::new(duration.clone()))?;
+        let breaker_state = IntGaugeVec::new(
+            Opts::new(
+                "fusegate_breaker_state",
+                "Breaker state per route: 0 closed, 1 open, 2 half_open, 3 forced_open.",
+            ),
+            &["route"],
+        )?;
+        r.register(Box::new(breaker_state.clone()))?;
+        let config_generation = IntGauge::new(
+            "fusegate_config_generation",
+            "Generation of the config in force; 1 at start, +1 per applied reload.",
+        )?;
+        r.register(Box::new(config_generation.clone()))?;
+        let nats_connected = IntGauge::new(
+            "fusegate_nats_connected",
+            "1 while connected to the NATS control plane, else 0.",
+        )?;
+        r.register(Box::new(nats_connected.clone()))?;
+        Ok(Metrics {
+            requests: counter_vec(
+                &r,
+                "fusegate_requests_total",
+                "Requests answered, per route and status code.",
+                &["route", "code"],
+            )?,
+            duration,
+            breaker_state,
+            transitions: counter_vec(
+                &r,
+                "fusegate_breaker_transitions_total",
+                "Breaker state changes, per route and new state.",
+                &["route", "to"],
+            )?,
+            rejections: counter_vec(
+                &r,
+                "fusegate_rejections_total",
+                "Requests the gateway turned away without asking the upstream, per reason.",
+                &["route", "reason"],
+            )?,
+            upstream_failures: counter_vec(
+                &r,
+                "fusegate_upstream_failures_total",
+                "Upstream failures counted by the breaker, per kind.",
+                &["route", "kind"],
+            )?,
+            cache: counter_vec(
+                &r,
+                "fusegate_cache_total",
+                "Cache lookups, per route and result.",
+                &["route", "result"],
+            )?,
+            config_reloads: counter_vec(
+                &r,
+                "fusegate_config_reloads_total",
+                "Config reloads, per result (ok or error).",
+                &["result"],
+            )?,
+            config_generation,
+            nats_connected,
+            registry: r,
+        })
+    }
+
+    /// The handles of one route.
+    pub fn route(&self, route: &str) -> RouteMetrics {
+        RouteMetrics {
+            common: COMMON_CODES.map(|c| {
+                (c, self.requests.with_label_values(&[route, &c.to_string()]))
+            }),
+            requests: self.requests.clone(),
+            route: route.to_string(),
+            duration: self.duration.with_label_values(&[route]),
+            state: self.breaker_state.with_label_values(&[route]),
+            transitions: STATES.map(|s| self.transitions.with_label_values(&[route, s.as_str()])),
+            rejections: RejectReason::ALL
+                .map(|r| self.rejections.with_label_values(&[route, r.as_str()])),
+            failures: FAILURE_KINDS
+                .map(|k| self.upstream_failures.with_label_values(&[route, k.as_str()])),
+        }
+    }
+
+    /// Drops the series of a route that no longer exists.
+    pub fn forget_route(&self, route: &str) {
+        let _ = self.duration.remove_label_values(&[route]);
+        let _ = self.breaker_state.remove_label_values(&[route]);
+        for s in STATES {
+            let _ = self.transitions.remove_label_values(&[route, s.as_str()]);
+        }
+        for r in RejectReason::ALL {
+            let _ = self.rejections.remove_label_values(&[route, r.as_str()]);
+        }
+        for k in FAILURE_KINDS {
+            let _ = self.upstream_failures.remove_label_values(&[route, k.as_str()]);
+        }
+    }
+
+    /// Everything in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            log::error!("encoding metrics failed: {e}");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// One route's metric handles.
+#[derive(Clone)]
+pub struct RouteMetrics {
+    common: [(u16, IntCounter); COMMON_CODES.len()],
+    requests: IntCounterVec,
+    route: String,
+    duration: prometheus::Histogram,
+    state: IntGauge,
+    transitions: [IntCounter; 4],
+    rejections: [IntCounter; 5],
+    failures: [IntCounter; 4],
+}
+
+impl std::fmt::Debug for RouteMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RouteMetrics({})", self.route)
+    }
+}
+
+impl RouteMetrics {
+    /// One answered request.
+    pub fn request(&self, code: u16, seconds: f64) {
+        match self.common.iter().find(|(c, _)| *c == code) {
+            Some((_, counter)) => counter.inc(),
+            None => self
+                .requests
+                .with_label_values(&[self.route.as_str(), &code.to_string()])
+                .inc(),
+        }
+        self.duration.observe(seconds);
+    }
+
+    pub fn transition(&self, to: State) {
+        self.transitions[to as usize].inc();
+        self.state.set(to as i64);
+    }
+
+    pub fn set_state(&self, state: State) {
+        self.state.set(state as i64);
+    }
+
+    pub fn rejected(&self, reason: RejectReason) {
+        self.rejections[reason as usize].inc();
+    }
+
+    pub fn upstream_failure(&self, kind: FailureKind) {
+        let i = FAILURE_KINDS.iter().position(|k| *k == kind).unwrap_or(0);
+        self.failures[i].inc();
+    }
+}
