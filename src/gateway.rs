@@ -1,36 +1,91 @@
 //! The state one fusegate process shares between its services: the current route table
-//! (one `ArcSwap` snapshot), the breakers by route name, the clock, and the lifecycle
-//! (requests in flight, draining).
+//! (one `ArcSwap` snapshot), the breakers by route name, metrics, the clock, and the
+//! lifecycle (requests in flight, draining).
 
 use crate::breaker::Transition;
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::runtime::{BreakerRegistry, Route, Runtime};
 use arc_swap::ArcSwap;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
-/// Everything the proxy (and later the admin port and control plane) reads.
+/// An operator action on breakers (admin port, control plane).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerAction {
+    Pause,
+    Resume,
+    Flip,
+    Reset,
+}
+
+impl BreakerAction {
+    pub fn parse(s: &str) -> Option<BreakerAction> {
+        match s {
+            "pause" => Some(BreakerAction::Pause),
+            "resume" => Some(BreakerAction::Resume),
+            "flip" => Some(BreakerAction::Flip),
+            "reset" => Some(BreakerAction::Reset),
+            _ => None,
+        }
+    }
+}
+
+/// The outcome of the last reload attempt.
+#[derive(Debug, Clone)]
+pub struct ReloadStatus {
+    pub ok: bool,
+    pub at: SystemTime,
+    pub error: Option<String>,
+}
+
+/// Everything the proxy, the admin port and background services read.
 #[derive(Debug)]
 pub struct Gateway {
     runtime: ArcSwap<Runtime>,
     pub breakers: BreakerRegistry,
+    pub metrics: Arc<Metrics>,
     pub clock: Clock,
+    pub started: Instant,
+    pub config_path: Option<PathBuf>,
+    /// This instance's name: `nats.identity`, else the host name.
+    pub identity: String,
+    pub facts: BTreeMap<String, String>,
+    pub last_reload: ArcSwap<Option<ReloadStatus>>,
     inflight: AtomicUsize,
+    ready: AtomicBool,
     draining: AtomicBool,
 }
 
 impl Gateway {
     /// Builds generation 1 of the route table from a validated config.
-    pub fn new(config: Config) -> Result<Arc<Gateway>, String> {
+    pub fn new(config: Config, config_path: Option<PathBuf>) -> Result<Arc<Gateway>, String> {
         let clock = Clock::new();
         let breakers = BreakerRegistry::new();
-        let runtime = Runtime::build(Arc::new(config), &breakers, 1, clock.now_ms())?;
+        let metrics = Arc::new(Metrics::new().map_err(|e| format!("metrics: {e}"))?);
+        let (identity, facts) = match &config.nats {
+            Some(n) if !n.identity.is_empty() => (n.identity.clone(), n.facts.clone()),
+            Some(n) => (host_name(), n.facts.clone()),
+            None => (host_name(), BTreeMap::new()),
+        };
+        let runtime = Runtime::build(Arc::new(config), &breakers, &metrics, 1, clock.now_ms())?;
+        metrics.config_generation.set(1);
         Ok(Arc::new(Gateway {
             runtime: ArcSwap::from_pointee(runtime),
             breakers,
+            metrics,
             clock,
+            started: Instant::now(),
+            config_path,
+            identity,
+            facts,
+            last_reload: ArcSwap::from_pointee(None),
             inflight: AtomicUsize::new(0),
+            ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
         }))
     }
@@ -40,8 +95,9 @@ impl Gateway {
         self.runtime.load_full()
     }
 
-    /// Reports a breaker transition.
+    /// Reports a breaker transition: metrics and log.
     pub fn on_transition(&self, route: &Route, t: Transition) {
+        route.metrics.transition(t.to);
         let window = route.breaker.snapshot(&route.settings, t.at_ms).window;
         log::warn!(
             "breaker {}: {} -> {} (window: {} requests, {} failed, {} slow)",
@@ -54,6 +110,34 @@ impl Gateway {
         );
     }
 
+    /// Applies an operator action to one route, or to every route when `route` is `None`.
+    /// Returns the routes acted on, or `None` when the named route does not exist.
+    pub fn breaker_action(
+        &self,
+        route: Option<&str>,
+        action: BreakerAction,
+    ) -> Option<Vec<Arc<Route>>> {
+        let runtime = self.runtime();
+        let targets: Vec<Arc<Route>> = match route {
+            Some(name) => vec![runtime.route(name)?.clone()],
+            None => runtime.routes.clone(),
+        };
+        let now = self.clock.now_ms();
+        for r in &targets {
+            let t = match action {
+                BreakerAction::Pause => r.breaker.pause(now),
+                BreakerAction::Resume => r.breaker.resume(now),
+                BreakerAction::Flip => r.breaker.flip(now),
+                BreakerAction::Reset => r.breaker.reset(now),
+            };
+            if let Some(t) = t {
+                log::info!("operator {action:?} on route {}", r.name);
+                self.on_transition(r, t);
+            }
+        }
+        Some(targets)
+    }
+
     /// Counts a request as in flight until the guard is dropped.
     pub fn track_request(self: &Arc<Self>) -> InflightGuard {
         self.inflight.fetch_add(1, Ordering::AcqRel);
@@ -64,6 +148,16 @@ impl Gateway {
         self.inflight.load(Ordering::Acquire)
     }
 
+    /// Marks the listeners as up.
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+
+    /// Ready: listeners up and not draining.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire) && !self.is_draining()
+    }
+
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::Release);
     }
@@ -71,6 +165,15 @@ impl Gateway {
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
     }
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "fusegate".into())
 }
 
 /// Decrements the in-flight count when dropped.

@@ -2,13 +2,17 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod admin;
 pub mod breaker;
 pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod gateway;
+pub mod health;
 pub mod logging;
+pub mod metrics;
 pub mod proxy;
 pub mod router;
 pub mod runtime;
 pub mod server;
+pub mod status;

@@ -3,10 +3,11 @@
 use crate::config::{LogFormat, LogLevel};
 use std::io::Write;
 
-/// Installs the logger. Later calls only change the level.
+/// Installs the logger. The level is the global `log` maximum, so it can be changed at
+/// run time (`PUT /log-level`) with [`log::set_max_level`].
 pub fn init(level: LogLevel, format: LogFormat) {
     let mut b = env_logger::Builder::new();
-    b.filter_level(level.as_filter());
+    b.filter_level(log::LevelFilter::Trace);
     if format == LogFormat::Json {
         b.format(|buf, record| {
             let line = serde_json::json!({
@@ -18,7 +19,6 @@ pub fn init(level: LogLevel, format: LogFormat) {
             writeln!(buf, "{line}")
         });
     }
-    if b.try_init().is_err() {
-        log::set_max_level(level.as_filter());
-    }
+    let _ = b.try_init();
+    log::set_max_level(level.as_filter());
 }

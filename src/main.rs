@@ -33,6 +33,21 @@ enum Command {
     },
     /// Run the gateway with two built-in upstreams on loopback, and print what to try.
     Demo,
+    /// Show the breaker table of a running gateway, from its admin port.
+    Status {
+        /// Admin port base URL.
+        #[arg(long, default_value = "http://127.0.0.1:9090")]
+        admin: String,
+        /// Bearer token, when the admin port requires one for reads.
+        #[arg(long, env = "FUSEGATE_ADMIN__TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Print the raw JSON of /breakers.
+        #[arg(long)]
+        json: bool,
+        /// Redraw every 2 seconds until interrupted.
+        #[arg(long)]
+        watch: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -41,6 +56,18 @@ fn main() -> ExitCode {
         Command::Check { config } => check(&config),
         Command::Run { config } => run(&config),
         Command::Demo => demo(),
+        Command::Status {
+            admin,
+            token,
+            json,
+            watch,
+        } => ExitCode::from(fusegate::status::run(&fusegate::status::StatusArgs {
+            admin,
+            token,
+            json,
+            watch,
+            interval: std::time::Duration::from_secs(2),
+        })),
     }
 }
 
@@ -75,7 +102,7 @@ fn run(path: &Path) -> ExitCode {
     fusegate::logging::init(config.log.level, config.log.format);
     let listen = config.server.listen.addrs().join(", ");
     let routes = config.routes.len();
-    match Gatekeeper::build(config) {
+    match Gatekeeper::build(config, Some(path.to_path_buf())) {
         Ok(g) => {
             log::info!(
                 "fusegate {} serving {routes} route(s) on {listen} (config {})",
@@ -101,7 +128,7 @@ fn demo() -> ExitCode {
         }
     }
     fusegate::logging::init(config.log.level, config.log.format);
-    let mut g = match Gatekeeper::build(config) {
+    let mut g = match Gatekeeper::build(config, None) {
         Ok(g) => g,
         Err(e) => {
             eprintln!("fusegate demo: {e}");

@@ -6,9 +6,10 @@
 
 use crate::breaker::{FailureKind, State};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
+use std::sync::OnceLock;
 
 /// Why the gateway turned a request away (`fusegate_rejections_total{reason}`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +50,12 @@ impl RejectReason {
     }
 }
 
-const STATES: [State; 4] = [State::Closed, State::Open, State::HalfOpen, State::ForcedOpen];
+const STATES: [State; 4] = [
+    State::Closed,
+    State::Open,
+    State::HalfOpen,
+    State::ForcedOpen,
+];
 const FAILURE_KINDS: [FailureKind; 4] = [
     FailureKind::Status,
     FailureKind::Connect,
@@ -82,7 +88,12 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
-fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
+fn counter_vec(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntCounterVec> {
     let v = IntCounterVec::new(Opts::new(name, help), labels)?;
     r.register(Box::new(v.clone()))?;
     Ok(v)
@@ -162,21 +173,19 @@ impl Metrics {
         })
     }
 
-    /// The handles of one route.
-    pub fn route(&self, route: &str) -> RouteMetrics {
+    /// The handles of one route. Series are created on first use, so a route that never
+    /// saw a 502 has no `code="502"` series.
+    pub fn route(self: &std::sync::Arc<Self>, route: &str) -> RouteMetrics {
+        let state = self.breaker_state.with_label_values(&[route]);
         RouteMetrics {
-            common: COMMON_CODES.map(|c| {
-                (c, self.requests.with_label_values(&[route, &c.to_string()]))
-            }),
-            requests: self.requests.clone(),
+            families: self.clone(),
             route: route.to_string(),
-            duration: self.duration.with_label_values(&[route]),
-            state: self.breaker_state.with_label_values(&[route]),
-            transitions: STATES.map(|s| self.transitions.with_label_values(&[route, s.as_str()])),
-            rejections: RejectReason::ALL
-                .map(|r| self.rejections.with_label_values(&[route, r.as_str()])),
-            failures: FAILURE_KINDS
-                .map(|k| self.upstream_failures.with_label_values(&[route, k.as_str()])),
+            codes: Default::default(),
+            duration: OnceLock::new(),
+            state,
+            transitions: Default::default(),
+            rejections: Default::default(),
+            failures: Default::default(),
         }
     }
 
@@ -191,7 +200,12 @@ impl Metrics {
             let _ = self.rejections.remove_label_values(&[route, r.as_str()]);
         }
         for k in FAILURE_KINDS {
-            let _ = self.upstream_failures.remove_label_values(&[route, k.as_str()]);
+            let _ = self
+                .upstream_failures
+                .remove_label_values(&[route, k.as_str()]);
+        }
+        for c in COMMON_CODES {
+            let _ = self.requests.remove_label_values(&[route, &c.to_string()]);
         }
     }
 
@@ -205,17 +219,16 @@ impl Metrics {
     }
 }
 
-/// One route's metric handles.
-#[derive(Clone)]
+/// One route's metric handles, each resolved once and then only incremented.
 pub struct RouteMetrics {
-    common: [(u16, IntCounter); COMMON_CODES.len()],
-    requests: IntCounterVec,
+    families: std::sync::Arc<Metrics>,
     route: String,
-    duration: prometheus::Histogram,
+    codes: [OnceLock<IntCounter>; COMMON_CODES.len()],
+    duration: OnceLock<prometheus::Histogram>,
     state: IntGauge,
-    transitions: [IntCounter; 4],
-    rejections: [IntCounter; 5],
-    failures: [IntCounter; 4],
+    transitions: [OnceLock<IntCounter>; 4],
+    rejections: [OnceLock<IntCounter>; 5],
+    failures: [OnceLock<IntCounter>; 4],
 }
 
 impl std::fmt::Debug for RouteMetrics {
@@ -227,18 +240,32 @@ impl std::fmt::Debug for RouteMetrics {
 impl RouteMetrics {
     /// One answered request.
     pub fn request(&self, code: u16, seconds: f64) {
-        match self.common.iter().find(|(c, _)| *c == code) {
-            Some((_, counter)) => counter.inc(),
-            None => self
+        let f = &self.families;
+        match COMMON_CODES.iter().position(|c| *c == code) {
+            Some(i) => self.codes[i]
+                .get_or_init(|| {
+                    f.requests
+                        .with_label_values(&[self.route.as_str(), &code.to_string()])
+                })
+                .inc(),
+            None => f
                 .requests
                 .with_label_values(&[self.route.as_str(), &code.to_string()])
                 .inc(),
         }
-        self.duration.observe(seconds);
+        self.duration
+            .get_or_init(|| f.duration.with_label_values(&[self.route.as_str()]))
+            .observe(seconds);
     }
 
     pub fn transition(&self, to: State) {
-        self.transitions[to as usize].inc();
+        self.transitions[to as usize]
+            .get_or_init(|| {
+                self.families
+                    .transitions
+                    .with_label_values(&[self.route.as_str(), to.as_str()])
+            })
+            .inc();
         self.state.set(to as i64);
     }
 
@@ -247,11 +274,23 @@ impl RouteMetrics {
     }
 
     pub fn rejected(&self, reason: RejectReason) {
-        self.rejections[reason as usize].inc();
+        self.rejections[reason as usize]
+            .get_or_init(|| {
+                self.families
+                    .rejections
+                    .with_label_values(&[self.route.as_str(), reason.as_str()])
+            })
+            .inc();
     }
 
     pub fn upstream_failure(&self, kind: FailureKind) {
         let i = FAILURE_KINDS.iter().position(|k| *k == kind).unwrap_or(0);
-        self.failures[i].inc();
+        self.failures[i]
+            .get_or_init(|| {
+                self.families
+                    .upstream_failures
+                    .with_label_values(&[self.route.as_str(), kind.as_str()])
+            })
+            .inc();
     }
 }

@@ -4,15 +4,20 @@
 //! SIGTERM: stop accepting, let requests in flight finish (at most `server.grace_period`),
 //! exit 0 as soon as none is left. SIGINT: the same without waiting.
 
+use crate::admin::Admin;
 use crate::config::Config;
 use crate::gateway::Gateway;
+use crate::health::HealthService;
 use crate::proxy::Proxy;
 use async_trait::async_trait;
+use pingora::apps::http_app::HttpServer;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
-use pingora::services::Service;
+use pingora::services::listening::Service;
+use pingora::services::Service as PingoraService;
 use std::net::TcpListener;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,7 +33,7 @@ pub struct Gatekeeper {
 impl Gatekeeper {
     /// Builds the route table and the pingora server. Fails (without binding anything)
     /// when an upstream does not resolve or a listen address is taken.
-    pub fn build(config: Config) -> Result<Self, String> {
+    pub fn build(config: Config, config_path: Option<PathBuf>) -> Result<Self, String> {
         let listen: Vec<String> = config
             .server
             .listen
@@ -40,6 +45,11 @@ impl Gatekeeper {
             TcpListener::bind(addr.as_str())
                 .map_err(|e| format!("server.listen: cannot listen on {addr}: {e}"))?;
         }
+        let admin_listen = config.admin.listen.clone();
+        TcpListener::bind(admin_listen.as_str())
+            .map_err(|e| format!("admin.listen: cannot listen on {admin_listen}: {e}"))?;
+        let (token, read_requires_token) =
+            (config.admin.token.clone(), config.admin.read_requires_token);
         let grace = config.server.grace_period.0;
         let mut conf = ServerConf {
             threads: config.server.threads,
@@ -48,7 +58,8 @@ impl Gatekeeper {
             ..ServerConf::default()
         };
         conf.pid_file = String::new();
-        let gateway = Gateway::new(config)?;
+        let gateway = Gateway::new(config, config_path)?;
+        let admin = Admin::new(gateway.clone(), token, read_requires_token);
 
         let mut server = Server::new_with_opt_and_conf(None, conf);
         server.bootstrap();
@@ -61,18 +72,28 @@ impl Gatekeeper {
             proxy.add_tcp(addr);
         }
         server.add_service(proxy);
+        let mut admin_service = Service::new("fusegate admin".into(), HttpServer::new_app(admin));
+        admin_service.add_tcp(&admin_listen);
+        server.add_service(admin_service);
         server.add_service(background_service(
-            "drain",
-            DrainWatch {
+            "health checks",
+            HealthService {
                 gateway: gateway.clone(),
+            },
+        ));
+        server.add_service(background_service(
+            "lifecycle",
+            Lifecycle {
+                gateway: gateway.clone(),
+                listen,
                 grace,
             },
         ));
         Ok(Gatekeeper { server, gateway })
     }
 
-    /// Adds another pingora service (the demo upstreams, the admin port).
-    pub fn add_service(&mut self, service: impl Service + 'static) {
+    /// Adds another pingora service (the demo upstreams).
+    pub fn add_service(&mut self, service: impl PingoraService + 'static) {
         self.server.add_service(service);
     }
 
@@ -82,15 +103,30 @@ impl Gatekeeper {
     }
 }
 
-/// Waits for shutdown, then ends the process as soon as no request is in flight.
-struct DrainWatch {
+/// Marks the gateway ready once its listeners answer; on shutdown, turns /ready to 503
+/// and ends the process as soon as no request is in flight.
+struct Lifecycle {
     gateway: Arc<Gateway>,
+    listen: Vec<String>,
     grace: Duration,
 }
 
+/// How long to wait for the listeners to come up before reporting ready anyway.
+const READY_WAIT: Duration = Duration::from_secs(10);
+
 #[async_trait]
-impl BackgroundService for DrainWatch {
+impl BackgroundService for Lifecycle {
     async fn start(&self, mut shutdown: ShutdownWatch) {
+        let deadline = Instant::now() + READY_WAIT;
+        for addr in &self.listen {
+            while tokio::net::TcpStream::connect(addr.as_str()).await.is_err()
+                && Instant::now() < deadline
+                && !*shutdown.borrow()
+            {
+                tokio::time::sleep(DRAIN_POLL).await;
+            }
+        }
+        self.gateway.set_ready();
         while !*shutdown.borrow() {
             if shutdown.changed().await.is_err() {
                 return;

@@ -81,16 +81,27 @@ pub struct Defaults {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct BreakerConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub error_threshold_percentage: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub volume_threshold: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub rolling_window: Option<Dur>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub rolling_buckets: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub reset_timeout: Option<Dur>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub half_open_probes: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Dur>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub failure_statuses: Option<Vec<StatusSpec>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub slow_call_duration: Option<Dur>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub slow_call_rate_threshold: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub mode: Option<BreakerMode>,
 }
 

@@ -23,6 +23,7 @@ pub use request_id::RequestIds;
 use crate::breaker::{FailureKind, Outcome, Permit, State};
 use crate::config::HostHeader;
 use crate::gateway::{Gateway, InflightGuard};
+use crate::metrics::RejectReason;
 use crate::router::check_path;
 use crate::runtime::Route;
 use async_trait::async_trait;
@@ -124,6 +125,7 @@ impl ProxyHttp for Proxy {
             return Err(Error::explain(InternalError, "no route in context"));
         };
         let Some(upstream) = route.upstreams.select_index() else {
+            route.metrics.rejected(RejectReason::NoHealthyUpstream);
             let body = respond::error_body("no_healthy_upstream", &route.name);
             respond::json(session, 503, body, ctx.request_id.as_ref(), &[]).await?;
             return Ok(false);
@@ -141,6 +143,9 @@ impl ProxyHttp for Proxy {
                 Ok(true)
             }
             Err(rejection) => {
+                route
+                    .metrics
+                    .rejected(RejectReason::for_breaker(rejection.state));
                 let (error, extra) = match rejection.state {
                     State::ForcedOpen => ("route_paused", vec![]),
                     _ => {
@@ -305,11 +310,20 @@ impl ProxyHttp for Proxy {
         }
     }
 
-    async fn logging(&self, _session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        let (Some(permit), Some(route)) = (ctx.permit.take(), ctx.route.clone()) else {
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let Some(route) = ctx.route.clone() else {
             return;
         };
-        let duration_ms = u64::try_from(ctx.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let elapsed = ctx.started.elapsed();
+        if let Some(resp) = session.response_written() {
+            route
+                .metrics
+                .request(resp.status.as_u16(), elapsed.as_secs_f64());
+        }
+        let Some(permit) = ctx.permit.take() else {
+            return;
+        };
+        let duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
         let failure = match e {
             None => match ctx.upstream_status {
                 Some(status) => route
@@ -330,6 +344,9 @@ impl ProxyHttp for Proxy {
                 }
             },
         };
+        if let Some(kind) = failure {
+            route.metrics.upstream_failure(kind);
+        }
         let outcome = Outcome {
             failure,
             duration_ms,

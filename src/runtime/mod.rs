@@ -12,9 +12,11 @@ pub use registry::BreakerRegistry;
 pub use upstreams::{Upstream, Upstreams};
 
 use crate::breaker::{self, Breaker, StatusSet, WindowShape};
-use crate::config::{BreakerConfig, Config, HostHeader};
+use crate::config::{BreakerConfig, Config, HostHeader, StatusSpec};
+use crate::metrics::{Metrics, RouteMetrics};
 use crate::router::Router;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// One route, ready for the request path.
 #[derive(Debug)]
@@ -24,8 +26,13 @@ pub struct Route {
     pub strip_prefix: bool,
     pub host_header: HostHeader,
     pub settings: breaker::Settings,
+    /// The breaker keys in force, every one filled in, as the admin port reports them.
+    pub breaker_config: BreakerConfig,
     pub breaker: Arc<Breaker>,
     pub upstreams: Upstreams,
+    /// Set when the route has active health checks.
+    pub health_interval: Option<Duration>,
+    pub metrics: RouteMetrics,
 }
 
 impl Route {
@@ -58,23 +65,32 @@ impl Runtime {
     pub fn build(
         config: Arc<Config>,
         breakers: &BreakerRegistry,
+        metrics: &Arc<Metrics>,
         generation: u64,
         now_ms: u64,
     ) -> Result<Runtime, String> {
         let mut routes = Vec::with_capacity(config.routes.len());
         let mut router = Router::new();
         for (name, rc) in &config.routes {
-            let settings = resolve_settings(&rc.breaker.merged_over(&config.defaults.breaker));
-            let upstreams = Upstreams::build(&rc.upstreams, settings.timeout)
-                .map_err(|e| format!("routes.{name}.upstreams: {e}"))?;
+            let merged = rc.breaker.merged_over(&config.defaults.breaker);
+            let settings = resolve_settings(&merged);
+            let upstreams =
+                Upstreams::build(&rc.upstreams, settings.timeout, rc.health_check.as_ref())
+                    .map_err(|e| format!("routes.{name}.upstreams: {e}"))?;
+            let breaker = breakers.get_or_create(name, settings.window, now_ms);
+            let route_metrics = metrics.route(name);
+            route_metrics.set_state(breaker.state());
             let route = Arc::new(Route {
                 name: Arc::from(name.as_str()),
                 prefix: rc.effective_prefix(name),
                 strip_prefix: rc.strip_prefix,
                 host_header: rc.host_header,
-                breaker: breakers.get_or_create(name, settings.window, now_ms),
+                breaker_config: effective_breaker_config(&merged, &settings),
+                breaker,
                 settings,
                 upstreams,
+                health_interval: rc.health_check.as_ref().map(|h| h.interval.0),
+                metrics: route_metrics,
             });
             router.insert(&route.prefix, route.clone());
             routes.push(route);
@@ -97,6 +113,29 @@ impl Runtime {
             .binary_search_by(|r| r.name.as_ref().cmp(name))
             .ok()
             .map(|i| &self.routes[i])
+    }
+}
+
+/// Every breaker key filled in: what the admin port shows as a route's settings.
+fn effective_breaker_config(merged: &BreakerConfig, s: &breaker::Settings) -> BreakerConfig {
+    use crate::config::Dur;
+    BreakerConfig {
+        error_threshold_percentage: Some(s.error_threshold_percentage),
+        volume_threshold: Some(s.volume_threshold),
+        rolling_window: Some(Dur::from_millis(s.window.window_ms())),
+        rolling_buckets: Some(s.window.buckets),
+        reset_timeout: Some(Dur::from_millis(s.reset_timeout_ms)),
+        half_open_probes: Some(s.half_open_probes),
+        timeout: Some(Dur(s.timeout)),
+        failure_statuses: Some(
+            merged
+                .failure_statuses
+                .clone()
+                .unwrap_or_else(|| vec![StatusSpec::Text("500-599".into())]),
+        ),
+        slow_call_duration: Some(Dur::from_millis(s.slow_call_ms)),
+        slow_call_rate_threshold: Some(s.slow_call_rate_threshold),
+        mode: Some(s.mode),
     }
 }
 
@@ -157,7 +196,14 @@ mod tests {
 
     fn runtime(toml: &str) -> Runtime {
         let config = load_from_str(toml, Format::Toml, false).unwrap();
-        Runtime::build(Arc::new(config), &BreakerRegistry::new(), 1, 0).unwrap()
+        Runtime::build(
+            Arc::new(config),
+            &BreakerRegistry::new(),
+            &Arc::new(Metrics::new().unwrap()),
+            1,
+            0,
+        )
+        .unwrap()
     }
 
     #[test]
@@ -219,9 +265,10 @@ mod tests {
             )
             .unwrap(),
         );
-        let first = Runtime::build(config.clone(), &registry, 1, 0).unwrap();
+        let metrics = Arc::new(Metrics::new().unwrap());
+        let first = Runtime::build(config.clone(), &registry, &metrics, 1, 0).unwrap();
         first.route("a").unwrap().breaker.pause(1);
-        let second = Runtime::build(config, &registry, 2, 2).unwrap();
+        let second = Runtime::build(config, &registry, &metrics, 2, 2).unwrap();
         assert_eq!(
             second.route("a").unwrap().breaker.state(),
             crate::breaker::State::ForcedOpen

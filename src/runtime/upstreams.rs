@@ -1,12 +1,16 @@
-//! A route's upstream servers: pingora round-robin selection over prebuilt peers.
+//! A route's upstream servers: pingora round-robin selection over prebuilt peers, with
+//! optional active health checks taking unhealthy ones out of the rotation.
 
-use crate::config::UpstreamAddr;
+use crate::config::{HealthCheckConfig, UpstreamAddr};
+use crate::health::{ProbeLog, ProbeResult, ProbeTarget, RouteCheck};
 use pingora::lb::discovery::Static;
 use pingora::lb::selection::RoundRobin;
 use pingora::lb::{Backend, Backends, LoadBalancer};
 use pingora::prelude::HttpPeer;
 use std::collections::BTreeSet;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long an idle pooled upstream connection is kept.
@@ -17,8 +21,9 @@ const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Upstream {
     pub addr: UpstreamAddr,
     pub socket: SocketAddr,
-    /// `host:port` as configured, for `host_header = "upstream"`.
+    /// `host:port` as configured, for `host_header = "upstream"` and reports.
     pub authority: String,
+    backend: Backend,
     peer: HttpPeer,
 }
 
@@ -32,6 +37,8 @@ impl Upstream {
 pub struct Upstreams {
     list: Vec<Upstream>,
     lb: LoadBalancer<RoundRobin>,
+    probes: Option<Arc<ProbeLog>>,
+    checking: AtomicBool,
 }
 
 impl std::fmt::Debug for Upstreams {
@@ -45,7 +52,11 @@ impl std::fmt::Debug for Upstreams {
 impl Upstreams {
     /// Resolves each address (host names once, here) and builds the peers with `timeout`
     /// as their connect and read timeout.
-    pub fn build(addrs: &[String], timeout: Duration) -> Result<Self, String> {
+    pub fn build(
+        addrs: &[String],
+        timeout: Duration,
+        health: Option<&HealthCheckConfig>,
+    ) -> Result<Self, String> {
         let mut list = Vec::with_capacity(addrs.len());
         for raw in addrs {
             let addr = UpstreamAddr::parse(raw)?;
@@ -71,40 +82,79 @@ impl Upstreams {
             peer.options.read_timeout = Some(timeout);
             peer.options.write_timeout = Some(timeout);
             peer.options.idle_timeout = Some(UPSTREAM_IDLE_TIMEOUT);
+            let backend = Backend::new(&socket.to_string())
+                .map_err(|e| format!("{raw:?}: invalid upstream address: {e}"))?;
             list.push(Upstream {
                 addr,
                 socket,
                 authority,
+                backend,
                 peer,
             });
         }
-        let backends: BTreeSet<Backend> = list
-            .iter()
-            .map(|u| Backend::new(&u.socket.to_string()))
-            .collect::<Result<_, _>>()
-            .map_err(|e| format!("invalid upstream address: {e}"))?;
-        let lb = LoadBalancer::from_backends(Backends::new(Static::new(backends)));
+        let backends: BTreeSet<Backend> = list.iter().map(|u| u.backend.clone()).collect();
+        let mut lb = LoadBalancer::from_backends(Backends::new(Static::new(backends)));
+        let probes = health.map(|cfg| {
+            let log = Arc::new(ProbeLog::default());
+            let targets: Vec<ProbeTarget> = list
+                .iter()
+                .map(|u| ProbeTarget {
+                    socket: u.socket,
+                    host: u.authority.clone(),
+                    tls: u.addr.is_tls(),
+                })
+                .collect();
+            lb.set_health_check(Box::new(RouteCheck::new(cfg, &targets, log.clone())));
+            log
+        });
         // A static discovery answers at once; this only fills the selector.
         poll_ready(lb.update())
             .ok_or("upstream setup did not complete")?
             .map_err(|e| format!("upstream setup failed: {e}"))?;
-        Ok(Upstreams { list, lb })
+        Ok(Upstreams {
+            list,
+            lb,
+            probes,
+            checking: AtomicBool::new(false),
+        })
     }
 
     pub fn list(&self) -> &[Upstream] {
         &self.list
     }
 
-    /// The next upstream in round-robin order among the healthy ones.
-    pub fn select(&self) -> Option<&Upstream> {
-        self.select_index().map(|i| &self.list[i])
-    }
-
-    /// Like [`Upstreams::select`], as an index into [`Upstreams::list`].
+    /// The next healthy upstream in round-robin order, as an index into
+    /// [`Upstreams::list`]; `None` when every upstream is unhealthy.
     pub fn select_index(&self) -> Option<usize> {
-        let backend = self.lb.select(b"", self.list.len().max(1))?;
+        let backend = self.lb.select(b"", self.list.len())?;
         let socket = backend.addr.as_inet()?;
         self.list.iter().position(|u| &u.socket == socket)
+    }
+
+    /// Whether the upstream at `i` is in the rotation (always, without health checks).
+    pub fn is_healthy(&self, i: usize) -> bool {
+        self.list
+            .get(i)
+            .is_some_and(|u| self.lb.backends().ready(&u.backend))
+    }
+
+    /// The latest probe of the upstream at `i`, when health checks are on and it ran.
+    pub fn probe(&self, i: usize) -> Option<ProbeResult> {
+        let log = self.probes.as_ref()?;
+        log.get(&self.list.get(i)?.socket)
+    }
+
+    pub fn has_health_check(&self) -> bool {
+        self.probes.is_some()
+    }
+
+    /// One health-check pass over every upstream; a pass still running is not doubled.
+    pub async fn run_health_check(&self) {
+        if self.probes.is_none() || self.checking.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.lb.backends().run_health_check(true).await;
+        self.checking.store(false, Ordering::Release);
     }
 }
 
@@ -131,17 +181,25 @@ mod tests {
         let u = Upstreams::build(
             &["127.0.0.1:7001".into(), "http://127.0.0.1:7002".into()],
             Duration::from_secs(1),
+            None,
         )
         .unwrap();
-        let picks: Vec<u16> = (0..4).map(|_| u.select().unwrap().socket.port()).collect();
+        let picks: Vec<u16> = (0..4)
+            .map(|_| u.list()[u.select_index().unwrap()].socket.port())
+            .collect();
         assert_eq!(picks.iter().filter(|p| **p == 7001).count(), 2);
         assert_eq!(picks.iter().filter(|p| **p == 7002).count(), 2);
+        assert!(u.is_healthy(0) && u.is_healthy(1));
     }
 
     #[test]
     fn tls_upstreams_get_sni_from_their_host() {
-        let u =
-            Upstreams::build(&["https://localhost:8443".into()], Duration::from_secs(1)).unwrap();
+        let u = Upstreams::build(
+            &["https://localhost:8443".into()],
+            Duration::from_secs(1),
+            None,
+        )
+        .unwrap();
         let peer = u.list()[0].peer();
         assert_eq!(peer.sni, "localhost");
         assert!(peer.is_tls());

@@ -77,14 +77,15 @@ impl Upstream {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
-                let (status, delay, hits, seen, name) = (
+                let (status, delay, hits, seen, name, stop) = (
                     status.clone(),
                     delay.clone(),
                     hits.clone(),
                     seen.clone(),
                     name.clone(),
+                    stop.clone(),
                 );
-                thread::spawn(move || serve(conn, &name, &status, &delay, &hits, &seen));
+                thread::spawn(move || serve(conn, &name, &status, &delay, &hits, &seen, &stop));
             }
         });
         u
@@ -100,6 +101,13 @@ impl Upstream {
 
     pub fn set_delay(&self, d: Duration) {
         self.delay_ms.store(d.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Stops the server: new connections are refused, open ones close at their next
+    /// request.
+    pub fn kill(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr);
     }
 
     pub fn hits(&self) -> u64 {
@@ -130,6 +138,7 @@ fn serve(
     delay: &AtomicU64,
     hits: &AtomicU64,
     seen: &Mutex<Vec<Seen>>,
+    stop: &AtomicBool,
 ) {
     let mut reader = BufReader::new(conn.try_clone().expect("clone stream"));
     let mut conn = conn;
@@ -160,7 +169,7 @@ fn serve(
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         let mut body = vec![0; len];
-        if reader.read_exact(&mut body).is_err() {
+        if reader.read_exact(&mut body).is_err() || stop.load(Ordering::SeqCst) {
             return;
         }
         hits.fetch_add(1, Ordering::SeqCst);
@@ -190,6 +199,7 @@ fn serve(
 pub struct Gateway {
     pub child: Child,
     pub port: u16,
+    pub admin_port: u16,
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
     stderr_path: PathBuf,
@@ -207,10 +217,15 @@ impl Gateway {
     }
 
     pub fn start_with_env(routes_toml: &str, env: &[(&str, &str)]) -> Gateway {
+        Self::start_full("", routes_toml, env)
+    }
+
+    /// `admin_extra` is added to the `[admin]` section (e.g. `token = "s3cret"`).
+    pub fn start_full(admin_extra: &str, routes_toml: &str, env: &[(&str, &str)]) -> Gateway {
         let port = free_port();
         let admin = free_port();
         let toml = format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\nthreads = 2\ngrace_period = \"5s\"\n\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\n{routes_toml}"
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nthreads = 2\ngrace_period = \"5s\"\n\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n{admin_extra}\n\n{routes_toml}"
         );
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("fusegate.toml");
@@ -231,6 +246,7 @@ impl Gateway {
         let mut g = Gateway {
             child,
             port,
+            admin_port: admin,
             dir,
             config_path,
             stderr_path,
@@ -264,6 +280,15 @@ impl Gateway {
 
     pub fn get(&self, path: &str) -> Resp {
         get(&self.url(path))
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin_port)
+    }
+
+    /// A request to the admin port.
+    pub fn admin(&self, method: &str, path: &str) -> Resp {
+        request(method, &self.admin_url(path), &[])
     }
 
     pub fn stderr(&self) -> String {
@@ -334,11 +359,20 @@ fn to_resp(r: ureq::Response) -> Resp {
 }
 
 pub fn request(method: &str, url: &str, headers: &[(&str, &str)]) -> Resp {
+    send(method, url, headers, None)
+}
+
+/// A request with an optional body, whatever the answer's status.
+pub fn send(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&str>) -> Resp {
     let mut req = agent().request(method, url);
     for (k, v) in headers {
         req = req.set(k, v);
     }
-    match req.call() {
+    let result = match body {
+        Some(b) => req.send_string(b),
+        None => req.call(),
+    };
+    match result {
         Ok(r) => to_resp(r),
         Err(ureq::Error::Status(_, r)) => to_resp(r),
         Err(e) => panic!("{method} {url} failed: {e}"),
