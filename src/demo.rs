@@ -61,6 +61,7 @@ pub fn guide() -> String {
     format!(
         r#"fusegate demo is running.
   gateway   http://{PROXY_ADDR}   (routes /api/catalog and /api/search)
+  admin     http://{ADMIN_ADDR}
   catalog   http://{CATALOG_ADDR}  always answers 200
   search    http://{SEARCH_ADDR}  answers 500 about half the time
 Breakers open at >= 30% failures over >= 10 requests in 10 s, and try again after 10 s.
@@ -77,6 +78,13 @@ Breakers open at >= 30% failures over >= 10 requests in 10 s, and try again afte
      sleep 10; curl -i http://{PROXY_ADDR}/api/search?q=probe
 5. catalog was never affected:
      curl -i http://{PROXY_ADDR}/api/catalog/items
+6. Every breaker's state, window and rejections, from the admin port:
+     curl -s http://{ADMIN_ADDR}/breakers/search
+     cargo run -- status
+7. Pause a route by hand (503 route_paused), then resume it:
+     curl -s -X POST http://{ADMIN_ADDR}/breakers/catalog/pause
+     curl -i http://{PROXY_ADDR}/api/catalog/items
+     curl -s -X POST http://{ADMIN_ADDR}/breakers/catalog/resume
 
 Press Ctrl-C to stop.
 "#

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 #[test]
 fn demo_serves_both_routes_and_the_flaky_one_trips_its_breaker() {
-    for port in [8080, 7101, 7102] {
+    for port in [8080, 9090, 7101, 7102] {
         assert!(
             std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
             "the demo needs 127.0.0.1:{port} free"
@@ -48,6 +48,8 @@ fn demo_serves_both_routes_and_the_flaky_one_trips_its_breaker() {
     assert_eq!(r.header("x-fusegate-breaker"), Some("open"));
     assert_eq!(r.json()["error"], "circuit_open");
     assert_eq!(get("http://127.0.0.1:8080/api/catalog/items").status, 200);
+    let b = get("http://127.0.0.1:9090/breakers/search").json();
+    assert_eq!(b["state"], "open");
 
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
