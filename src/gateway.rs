@@ -95,6 +95,11 @@ impl Gateway {
         self.runtime.load_full()
     }
 
+    /// Puts a new route table in force. Requests already running keep the old one.
+    pub fn swap_runtime(&self, next: Runtime) {
+        self.runtime.store(Arc::new(next));
+    }
+
     /// Reports a breaker transition: metrics and log.
     pub fn on_transition(&self, route: &Route, t: Transition) {
         route.metrics.transition(t.to);

@@ -9,6 +9,7 @@ use crate::config::Config;
 use crate::gateway::Gateway;
 use crate::health::HealthService;
 use crate::proxy::Proxy;
+use crate::reload::{FileWatch, SignalReload};
 use async_trait::async_trait;
 use pingora::apps::http_app::HttpServer;
 use pingora::server::configuration::ServerConf;
@@ -48,8 +49,6 @@ impl Gatekeeper {
         let admin_listen = config.admin.listen.clone();
         TcpListener::bind(admin_listen.as_str())
             .map_err(|e| format!("admin.listen: cannot listen on {admin_listen}: {e}"))?;
-        let (token, read_requires_token) =
-            (config.admin.token.clone(), config.admin.read_requires_token);
         let grace = config.server.grace_period.0;
         let mut conf = ServerConf {
             threads: config.server.threads,
@@ -58,8 +57,9 @@ impl Gatekeeper {
             ..ServerConf::default()
         };
         conf.pid_file = String::new();
-        let gateway = Gateway::new(config, config_path)?;
-        let admin = Admin::new(gateway.clone(), token, read_requires_token);
+        ignore_sighup_until_served()?;
+        let gateway = Gateway::new(config, config_path.clone())?;
+        let admin = Admin::new(gateway.clone());
 
         let mut server = Server::new_with_opt_and_conf(None, conf);
         server.bootstrap();
@@ -82,6 +82,21 @@ impl Gatekeeper {
             },
         ));
         server.add_service(background_service(
+            "reload on SIGHUP",
+            SignalReload {
+                gateway: gateway.clone(),
+            },
+        ));
+        if let Some(path) = config_path {
+            server.add_service(background_service(
+                "config file watch",
+                FileWatch {
+                    gateway: gateway.clone(),
+                    path,
+                },
+            ));
+        }
+        server.add_service(background_service(
             "lifecycle",
             Lifecycle {
                 gateway: gateway.clone(),
@@ -101,6 +116,21 @@ impl Gatekeeper {
     pub fn run(self) {
         self.server.run(RunArgs::default());
     }
+}
+
+/// SIGHUP's default action ends the process; registering for it once, before the server
+/// starts, turns that off so an early SIGHUP is harmless. The reload service registers
+/// again to act on it.
+fn ignore_sighup_until_served() -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("signal setup: {e}"))?;
+    rt.block_on(async {
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .map(drop)
+            .map_err(|e| format!("signal setup: {e}"))
+    })
 }
 
 /// Marks the gateway ready once its listeners answer; on shutdown, turns /ready to 503

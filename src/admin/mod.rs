@@ -18,26 +18,23 @@ use std::sync::Arc;
 /// Largest request body the admin port reads.
 const MAX_BODY: usize = 64 * 1024;
 
-/// The admin HTTP app.
+/// The admin HTTP app. Its token rules are read from the config in force, so a reload
+/// can change them.
 pub struct Admin {
     gateway: Arc<Gateway>,
-    token: String,
-    read_requires_token: bool,
 }
 
 impl Admin {
-    pub fn new(gateway: Arc<Gateway>, token: String, read_requires_token: bool) -> Self {
-        Admin {
-            gateway,
-            token,
-            read_requires_token,
-        }
+    pub fn new(gateway: Arc<Gateway>) -> Self {
+        Admin { gateway }
     }
 
     /// 401 without a bearer token, 403 with the wrong one; `None` when allowed.
     fn authorize(&self, method: &Method, authorization: Option<&[u8]>) -> Option<Reply> {
-        let needs_token = !self.token.is_empty()
-            && (method != Method::GET && method != Method::HEAD || self.read_requires_token);
+        let runtime = self.gateway.runtime();
+        let admin = &runtime.config.admin;
+        let needs_token = !admin.token.is_empty()
+            && (method != Method::GET && method != Method::HEAD || admin.read_requires_token);
         if !needs_token {
             return None;
         }
@@ -50,7 +47,7 @@ impl Admin {
                 StatusCode::UNAUTHORIZED,
                 json!({"error": "unauthorized", "message": "send Authorization: Bearer <admin.token>"}),
             )),
-            Some(t) if constant_time_eq(t, self.token.as_bytes()) => None,
+            Some(t) if constant_time_eq(t, admin.token.as_bytes()) => None,
             Some(_) => Some(Reply::json(
                 StatusCode::FORBIDDEN,
                 json!({"error": "forbidden", "message": "wrong admin token"}),
@@ -116,10 +113,23 @@ impl Admin {
             (Method::GET, ["config"]) => {
                 Reply::json(StatusCode::OK, views::config(&gw.runtime().config))
             }
-            (Method::POST, ["reload"]) => Reply::json(
-                StatusCode::NOT_IMPLEMENTED,
-                json!({"ok": false, "error": "reload is not supported by this version; restart to apply a new config"}),
-            ),
+            (Method::POST, ["reload"]) => {
+                let gw = gw.clone();
+                let outcome =
+                    tokio::task::spawn_blocking(move || crate::reload::reload(&gw, "admin"))
+                        .await
+                        .unwrap_or_else(|e| Err(format!("reload task failed: {e}")));
+                match outcome {
+                    Ok(r) => Reply::json(
+                        StatusCode::OK,
+                        json!({"ok": true, "generation": r.generation, "restart_required": r.restart_required}),
+                    ),
+                    Err(e) => Reply::json(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        json!({"ok": false, "error": e}),
+                    ),
+                }
+            }
             (
                 _,
                 ["alive"]

@@ -202,6 +202,8 @@ pub struct Gateway {
     pub admin_port: u16,
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
+    /// The `[server]` and `[admin]` part of the config, kept by rewrites.
+    pub header: String,
     stderr_path: PathBuf,
 }
 
@@ -224,9 +226,10 @@ impl Gateway {
     pub fn start_full(admin_extra: &str, routes_toml: &str, env: &[(&str, &str)]) -> Gateway {
         let port = free_port();
         let admin = free_port();
-        let toml = format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\nthreads = 2\ngrace_period = \"5s\"\n\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n{admin_extra}\n\n{routes_toml}"
+        let header = format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nthreads = 2\ngrace_period = \"5s\"\n\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n{admin_extra}\n\n"
         );
+        let toml = format!("{header}{routes_toml}");
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("fusegate.toml");
         std::fs::write(&config_path, toml).expect("write config");
@@ -249,6 +252,7 @@ impl Gateway {
             admin_port: admin,
             dir,
             config_path,
+            header,
             stderr_path,
         };
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
@@ -282,6 +286,36 @@ impl Gateway {
         get(&self.url(path))
     }
 
+    /// Rewrites the config file in place with new routes (same listeners).
+    pub fn rewrite(&self, routes_toml: &str) {
+        std::fs::write(&self.config_path, format!("{}{routes_toml}", self.header))
+            .expect("rewrite config");
+    }
+
+    /// Writes the new config to a temp file and renames it over the config, as editors do.
+    pub fn rewrite_by_rename(&self, routes_toml: &str) {
+        let tmp = self.dir.path().join(".fusegate.toml.swp");
+        std::fs::write(&tmp, format!("{}{routes_toml}", self.header)).expect("write temp");
+        std::fs::rename(&tmp, &self.config_path).expect("rename over config");
+    }
+
+    /// The config generation in force, from /info.
+    pub fn generation(&self) -> u64 {
+        self.admin("GET", "/info").json()["config_generation"]
+            .as_u64()
+            .expect("config_generation")
+    }
+
+    /// Waits until the config generation reaches `n`.
+    pub fn wait_generation(&self, n: u64) {
+        wait_until(
+            &format!("config generation {n}"),
+            Duration::from_secs(10),
+            || self.generation() >= n,
+        );
+        assert_eq!(self.generation(), n, "one reload per change");
+    }
+
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.admin_port)
     }
@@ -293,6 +327,10 @@ impl Gateway {
 
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    pub fn child_alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     pub fn signal(&self, sig: &str) {
