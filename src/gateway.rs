@@ -6,6 +6,7 @@ use crate::breaker::Transition;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::ratelimit::RateLimitRegistry;
 use crate::runtime::{BreakerRegistry, Route, Runtime};
 use arc_swap::ArcSwap;
 use std::collections::BTreeMap;
@@ -48,6 +49,7 @@ pub struct ReloadStatus {
 pub struct Gateway {
     runtime: ArcSwap<Runtime>,
     pub breakers: BreakerRegistry,
+    pub rate_limits: RateLimitRegistry,
     pub metrics: Arc<Metrics>,
     pub clock: Clock,
     pub started: Instant,
@@ -72,11 +74,20 @@ impl Gateway {
             Some(n) => (host_name(), n.facts.clone()),
             None => (host_name(), BTreeMap::new()),
         };
-        let runtime = Runtime::build(Arc::new(config), &breakers, &metrics, 1, clock.now_ms())?;
+        let rate_limits = RateLimitRegistry::default();
+        let runtime = Runtime::build(
+            Arc::new(config),
+            &breakers,
+            &rate_limits,
+            &metrics,
+            1,
+            clock.now_ms(),
+        )?;
         metrics.config_generation.set(1);
         Ok(Arc::new(Gateway {
             runtime: ArcSwap::from_pointee(runtime),
             breakers,
+            rate_limits,
             metrics,
             clock,
             started: Instant::now(),

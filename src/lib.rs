@@ -12,6 +12,7 @@ pub mod health;
 pub mod logging;
 pub mod metrics;
 pub mod proxy;
+pub mod ratelimit;
 pub mod reload;
 pub mod router;
 pub mod runtime;

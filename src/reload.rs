@@ -81,6 +81,7 @@ fn try_reload(gw: &Gateway, path: &Path) -> Result<Reloaded, String> {
     let next = Runtime::build(
         Arc::new(new),
         &gw.breakers,
+        &gw.rate_limits,
         &gw.metrics,
         generation,
         gw.clock.now_ms(),
@@ -92,6 +93,8 @@ fn try_reload(gw: &Gateway, path: &Path) -> Result<Reloaded, String> {
         }
     }
     gw.breakers.retain(&|name| next.route(name).is_some());
+    gw.rate_limits
+        .retain(&|name| next.route(name).is_some_and(|r| r.rate_limit.is_some()));
     gw.swap_runtime(next);
     Ok(Reloaded {
         generation,

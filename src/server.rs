@@ -82,6 +82,12 @@ impl Gatekeeper {
             },
         ));
         server.add_service(background_service(
+            "rate limit maintenance",
+            crate::ratelimit::Maintenance {
+                gateway: gateway.clone(),
+            },
+        ));
+        server.add_service(background_service(
             "reload on SIGHUP",
             SignalReload {
                 gateway: gateway.clone(),

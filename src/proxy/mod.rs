@@ -106,6 +106,19 @@ impl ProxyHttp for Proxy {
         match runtime.route_for(path) {
             Some(route) => {
                 ctx.route = Some(route.clone());
+                if let Some(limit) = &route.rate_limit {
+                    let client = session
+                        .client_addr()
+                        .and_then(|a| a.as_inet())
+                        .map(|a| a.ip());
+                    if let Err(secs) = limit.check(client) {
+                        route.metrics.rejected(RejectReason::RateLimited);
+                        let body = respond::error_body("rate_limited", &route.name);
+                        let retry = [("retry-after", secs.to_string())];
+                        respond::json(session, 429, body, ctx.request_id.as_ref(), &retry).await?;
+                        return Ok(true);
+                    }
+                }
                 Ok(false)
             }
             None => {

@@ -14,6 +14,7 @@ pub use upstreams::{Upstream, Upstreams};
 use crate::breaker::{self, Breaker, StatusSet, WindowShape};
 use crate::config::{BreakerConfig, Config, HostHeader, StatusSpec};
 use crate::metrics::{Metrics, RouteMetrics};
+use crate::ratelimit::{RateLimit, RateLimitRegistry};
 use crate::router::Router;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +33,7 @@ pub struct Route {
     pub upstreams: Upstreams,
     /// Set when the route has active health checks.
     pub health_interval: Option<Duration>,
+    pub rate_limit: Option<Arc<RateLimit>>,
     pub metrics: RouteMetrics,
 }
 
@@ -65,6 +67,7 @@ impl Runtime {
     pub fn build(
         config: Arc<Config>,
         breakers: &BreakerRegistry,
+        rate_limits: &RateLimitRegistry,
         metrics: &Arc<Metrics>,
         generation: u64,
         now_ms: u64,
@@ -90,6 +93,10 @@ impl Runtime {
                 settings,
                 upstreams,
                 health_interval: rc.health_check.as_ref().map(|h| h.interval.0),
+                rate_limit: rc
+                    .rate_limit
+                    .as_ref()
+                    .map(|cfg| rate_limits.get_or_create(name, cfg)),
                 metrics: route_metrics,
             });
             router.insert(&route.prefix, route.clone());
@@ -199,6 +206,7 @@ mod tests {
         Runtime::build(
             Arc::new(config),
             &BreakerRegistry::new(),
+            &RateLimitRegistry::default(),
             &Arc::new(Metrics::new().unwrap()),
             1,
             0,
@@ -266,9 +274,10 @@ mod tests {
             .unwrap(),
         );
         let metrics = Arc::new(Metrics::new().unwrap());
-        let first = Runtime::build(config.clone(), &registry, &metrics, 1, 0).unwrap();
+        let limits = RateLimitRegistry::default();
+        let first = Runtime::build(config.clone(), &registry, &limits, &metrics, 1, 0).unwrap();
         first.route("a").unwrap().breaker.pause(1);
-        let second = Runtime::build(config, &registry, &metrics, 2, 2).unwrap();
+        let second = Runtime::build(config, &registry, &limits, &metrics, 2, 2).unwrap();
         assert_eq!(
             second.route("a").unwrap().breaker.state(),
             crate::breaker::State::ForcedOpen

@@ -440,3 +440,29 @@ pub fn raw_get(port: u16, target: &str) -> (u16, String) {
         .unwrap_or(0);
     (status, out)
 }
+
+/// A GET sent from a chosen loopback source address (e.g. 127.0.0.2); returns the status
+/// and the whole response text.
+pub fn get_from(source: &str, port: u16, target: &str) -> (u16, String) {
+    use socket2::{Domain, Socket, Type};
+    let sock = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    let src: SocketAddr = format!("{source}:0").parse().expect("source address");
+    sock.bind(&src.into()).expect("bind source address");
+    let dst: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    sock.connect(&dst.into()).expect("connect");
+    let mut s: TcpStream = sock.into();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, out)
+}
