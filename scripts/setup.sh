@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system packages fusegate's build needs, when they are missing:
 # cmake (zlib-ng, under pingora), pkg-config and libssl-dev (OpenSSL for TLS upstreams),
-# a C compiler. Debian/Ubuntu (apt-get); run as root or with sudo available.
+# a C compiler, and nats-server for the control-plane tests. Debian/Ubuntu (apt-get); run as root or with sudo available.
 set -euo pipefail
 
 need=()
@@ -10,6 +10,7 @@ command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
 dpkg -s libssl-dev >/dev/null 2>&1 || need+=(libssl-dev)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v nats-server >/dev/null 2>&1 || need+=(nats-server)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}" >&2

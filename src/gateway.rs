@@ -12,8 +12,9 @@ use arc_swap::ArcSwap;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Instant, SystemTime};
+use tokio::sync::mpsc;
 
 /// An operator action on breakers (admin port, control plane).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +45,13 @@ pub struct ReloadStatus {
     pub error: Option<String>,
 }
 
+/// Something to publish on the control plane's event subjects.
+#[derive(Debug, Clone)]
+pub enum ControlEvent {
+    Breaker(serde_json::Value),
+    Config(serde_json::Value),
+}
+
 /// Everything the proxy, the admin port and background services read.
 #[derive(Debug)]
 pub struct Gateway {
@@ -58,6 +66,11 @@ pub struct Gateway {
     pub identity: String,
     pub facts: BTreeMap<String, String>,
     pub last_reload: ArcSwap<Option<ReloadStatus>>,
+    /// Whether `[nats]` is configured.
+    pub nats_enabled: bool,
+    nats_connected: AtomicBool,
+    events: OnceLock<mpsc::Sender<ControlEvent>>,
+    shutdown: tokio::sync::Notify,
     inflight: AtomicUsize,
     ready: AtomicBool,
     draining: AtomicBool,
@@ -75,6 +88,7 @@ impl Gateway {
             None => (host_name(), BTreeMap::new()),
         };
         let rate_limits = RateLimitRegistry::default();
+        let nats_enabled = config.nats.is_some();
         let runtime = Runtime::build(
             Arc::new(config),
             &breakers,
@@ -95,6 +109,10 @@ impl Gateway {
             identity,
             facts,
             last_reload: ArcSwap::from_pointee(None),
+            nats_enabled,
+            nats_connected: AtomicBool::new(false),
+            events: OnceLock::new(),
+            shutdown: tokio::sync::Notify::new(),
             inflight: AtomicUsize::new(0),
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
@@ -111,7 +129,7 @@ impl Gateway {
         self.runtime.store(Arc::new(next));
     }
 
-    /// Reports a breaker transition: metrics and log.
+    /// Reports a breaker transition: metrics, log, control-plane event.
     pub fn on_transition(&self, route: &Route, t: Transition) {
         route.metrics.transition(t.to);
         let window = route.breaker.snapshot(&route.settings, t.at_ms).window;
@@ -124,6 +142,53 @@ impl Gateway {
             window.failures,
             window.slow
         );
+        self.publish(ControlEvent::Breaker(serde_json::json!({
+            "identity": self.identity,
+            "route": route.name.as_ref(),
+            "from": t.from.as_str(),
+            "to": t.to.as_str(),
+            "at": humantime::format_rfc3339_millis(self.clock.wall(t.at_ms)).to_string(),
+            "window": {
+                "total": window.total,
+                "failures": window.failures,
+                "slow": window.slow,
+                "failure_percentage": window.failure_percentage(),
+            },
+        })));
+    }
+
+    /// Hands an event to the control plane without waiting; dropped when none is
+    /// connected or its buffer is full.
+    pub fn publish(&self, event: ControlEvent) {
+        if let Some(tx) = self.events.get() {
+            if tx.try_send(event).is_err() {
+                log::debug!("control-plane event dropped (buffer full)");
+            }
+        }
+    }
+
+    /// Where [`Gateway::publish`] sends events; set once by the control plane.
+    pub fn set_event_sink(&self, tx: mpsc::Sender<ControlEvent>) {
+        let _ = self.events.set(tx);
+    }
+
+    pub fn set_nats_connected(&self, connected: bool) {
+        self.nats_connected.store(connected, Ordering::Release);
+        self.metrics.nats_connected.set(i64::from(connected));
+    }
+
+    pub fn nats_connected(&self) -> bool {
+        self.nats_connected.load(Ordering::Acquire)
+    }
+
+    /// Asks the server to drain and exit, as SIGTERM does.
+    pub fn request_shutdown(&self) {
+        self.shutdown.notify_one();
+    }
+
+    /// Completes when [`Gateway::request_shutdown`] is called.
+    pub async fn shutdown_requested(&self) {
+        self.shutdown.notified().await;
     }
 
     /// Applies an operator action to one route, or to every route when `route` is `None`.

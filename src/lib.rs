@@ -6,6 +6,8 @@ pub mod admin;
 pub mod breaker;
 pub mod clock;
 pub mod config;
+pub mod control;
+pub mod ctl;
 pub mod demo;
 pub mod gateway;
 pub mod health;

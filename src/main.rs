@@ -17,6 +17,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Serve: the proxy on server.listen.
@@ -33,6 +35,52 @@ enum Command {
     },
     /// Run the gateway with two built-in upstreams on loopback, and print what to try.
     Demo,
+    /// Fleet control over NATS: one request to every matching gateway.
+    ///
+    /// Read actions: ping, info, health, breakers. Write actions: pause, resume, flip,
+    /// reset (with an optional route), reload, shutdown, loglevel LEVEL.
+    Ctl {
+        /// NATS server [default: the config's nats.url, else nats://127.0.0.1:4222].
+        #[arg(long)]
+        nats: Option<String>,
+        /// Cluster name [default: the config's nats.cluster, else "default"].
+        #[arg(long)]
+        cluster: Option<String>,
+        /// Only gateways with this fact (key=value); repeatable, all must match.
+        #[arg(short = 'W', value_name = "KEY=VALUE")]
+        facts: Vec<String>,
+        /// Only this gateway identity; repeatable.
+        #[arg(short = 'I', value_name = "IDENTITY")]
+        identities: Vec<String>,
+        /// How long to gather replies.
+        #[arg(long, default_value = "2s", value_parser = parse_duration)]
+        timeout: std::time::Duration,
+        /// Print the replies as JSON.
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        password: Option<String>,
+        #[arg(long)]
+        token: Option<String>,
+        /// NATS credentials file.
+        #[arg(long)]
+        creds: Option<String>,
+        #[arg(long)]
+        tls_ca: Option<String>,
+        #[arg(long)]
+        tls_cert: Option<String>,
+        #[arg(long)]
+        tls_key: Option<String>,
+        /// Config file to take defaults from.
+        #[arg(short = 'c', long = "config", env = "FUSEGATE_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        /// The action.
+        action: String,
+        /// The route (pause, resume, flip, reset) or the level (loglevel).
+        target: Option<String>,
+    },
     /// Show the breaker table of a running gateway, from its admin port.
     Status {
         /// Admin port base URL.
@@ -56,6 +104,63 @@ fn main() -> ExitCode {
         Command::Check { config } => check(&config),
         Command::Run { config } => run(&config),
         Command::Demo => demo(),
+        Command::Ctl {
+            nats,
+            cluster,
+            facts,
+            identities,
+            timeout,
+            json,
+            user,
+            password,
+            token,
+            creds,
+            tls_ca,
+            tls_cert,
+            tls_key,
+            config,
+            action,
+            target,
+        } => {
+            let mut parsed = std::collections::BTreeMap::new();
+            for f in &facts {
+                match f.split_once('=') {
+                    Some((k, v)) if !k.is_empty() => {
+                        parsed.insert(k.to_string(), v.to_string());
+                    }
+                    _ => {
+                        eprintln!("fusegate ctl: -W takes key=value, got {f:?}");
+                        return ExitCode::from(2);
+                    }
+                }
+            }
+            // Defaults from the config file, when there is a readable one.
+            let from_config = config::load(&config, true).ok().and_then(|c| c.nats);
+            let args = fusegate::ctl::CtlArgs {
+                url: nats
+                    .or_else(|| from_config.as_ref().map(|n| n.url.clone()))
+                    .unwrap_or_else(|| "nats://127.0.0.1:4222".into()),
+                cluster: cluster
+                    .or_else(|| from_config.as_ref().map(|n| n.cluster.clone()))
+                    .unwrap_or_else(|| "default".into()),
+                facts: parsed,
+                identities,
+                timeout,
+                json,
+                auth: fusegate::control::connect::NatsAuth {
+                    user,
+                    password,
+                    token,
+                    creds,
+                    tls_ca,
+                    tls_cert,
+                    tls_key,
+                },
+                action,
+                target,
+            };
+            ExitCode::from(fusegate::ctl::run(&args))
+        }
         Command::Status {
             admin,
             token,
@@ -69,6 +174,10 @@ fn main() -> ExitCode {
             interval: std::time::Duration::from_secs(2),
         })),
     }
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    config::parse_duration(s)
 }
 
 fn print_problems(path: &Path, errors: &ConfigErrors) {

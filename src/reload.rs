@@ -10,7 +10,7 @@
 //! `POST /reload` on the admin port.
 
 use crate::config::{self, Config};
-use crate::gateway::{Gateway, ReloadStatus};
+use crate::gateway::{ControlEvent, Gateway, ReloadStatus};
 use crate::runtime::Runtime;
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
@@ -43,6 +43,12 @@ pub fn reload(gw: &Gateway, trigger: &str) -> Result<Reloaded, String> {
         error: result.as_ref().err().cloned(),
     };
     gw.last_reload.store(Arc::new(Some(status)));
+    gw.publish(ControlEvent::Config(serde_json::json!({
+        "identity": gw.identity,
+        "ok": result.is_ok(),
+        "generation": result.as_ref().map(|r| r.generation).unwrap_or(gw.runtime().generation),
+        "error": result.as_ref().err(),
+    })));
     match &result {
         Ok(r) => {
             gw.metrics.config_reloads.with_label_values(&["ok"]).inc();

@@ -13,7 +13,7 @@ use crate::reload::{FileWatch, SignalReload};
 use async_trait::async_trait;
 use pingora::apps::http_app::HttpServer;
 use pingora::server::configuration::ServerConf;
-use pingora::server::{RunArgs, Server, ShutdownWatch};
+use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
 use pingora::services::Service as PingoraService;
@@ -93,6 +93,15 @@ impl Gatekeeper {
                 gateway: gateway.clone(),
             },
         ));
+        if let Some(nats) = gateway.runtime().config.nats.clone() {
+            server.add_service(background_service(
+                "control plane",
+                crate::control::service::ControlPlane {
+                    gateway: gateway.clone(),
+                    config: nats,
+                },
+            ));
+        }
         if let Some(path) = config_path {
             server.add_service(background_service(
                 "config file watch",
@@ -118,9 +127,43 @@ impl Gatekeeper {
         self.server.add_service(service);
     }
 
-    /// Serves until SIGTERM or SIGINT.
+    /// Serves until SIGTERM, SIGINT or a shutdown request from the control plane.
     pub fn run(self) {
-        self.server.run(RunArgs::default());
+        let signals = Signals {
+            gateway: self.gateway.clone(),
+        };
+        self.server.run(RunArgs {
+            shutdown_signal: Box::new(signals),
+        });
+    }
+}
+
+/// What ends the server: SIGTERM and SIGQUIT drain, SIGINT stops at once, and so does a
+/// shutdown requested over the control plane (draining).
+struct Signals {
+    gateway: Arc<Gateway>,
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for Signals {
+    async fn recv(&self) -> ShutdownSignal {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (term, quit, int) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::quit()),
+            signal(SignalKind::interrupt()),
+        );
+        let (Ok(mut term), Ok(mut quit), Ok(mut int)) = (term, quit, int) else {
+            log::error!("cannot listen for signals; only a control-plane shutdown will stop");
+            self.gateway.shutdown_requested().await;
+            return ShutdownSignal::GracefulTerminate;
+        };
+        tokio::select! {
+            _ = term.recv() => ShutdownSignal::GracefulTerminate,
+            _ = quit.recv() => ShutdownSignal::GracefulTerminate,
+            _ = int.recv() => ShutdownSignal::FastShutdown,
+            _ = self.gateway.shutdown_requested() => ShutdownSignal::GracefulTerminate,
+        }
     }
 }
 

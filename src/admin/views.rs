@@ -106,6 +106,14 @@ pub fn health(gw: &Gateway) -> (bool, Value) {
             });
         }
     }
+    if gw.nats_enabled {
+        probes.push(ProbeView {
+            name: "nats".into(),
+            healthy: gw.nats_connected(),
+            error: (!gw.nats_connected()).then(|| "not connected".to_string()),
+            latency_ms: None,
+        });
+    }
     let healthy = probes.iter().all(|p| p.healthy);
     (
         healthy,

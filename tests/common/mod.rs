@@ -466,3 +466,76 @@ pub fn get_from(source: &str, port: u16, target: &str) -> (u16, String) {
         .unwrap_or(0);
     (status, out)
 }
+
+/// A real `nats-server` on a loopback port, with the shipped `config/nats-server.conf`
+/// users. Panics when nats-server cannot be started: the test command installs it.
+pub struct Nats {
+    pub port: u16,
+    child: Option<Child>,
+    conf: PathBuf,
+}
+
+impl Nats {
+    pub fn start() -> Nats {
+        let conf = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/nats-server.conf");
+        let mut n = Nats {
+            port: free_port(),
+            child: None,
+            conf,
+        };
+        n.restart();
+        n
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts (again) on the same port.
+    pub fn restart(&mut self) {
+        let child = Command::new("nats-server")
+            .arg("-c")
+            .arg(&self.conf)
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start nats-server ({e}); `bash scripts/setup.sh` installs it")
+            });
+        self.child = Some(child);
+        let port = self.port;
+        wait_until("nats-server to listen", Duration::from_secs(10), || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Runs `fusegate ctl` with the given arguments; returns exit code, stdout, stderr.
+pub fn ctl(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(bin())
+        .arg("ctl")
+        .args(args)
+        .env_remove("FUSEGATE_CONFIG")
+        .args(["-c", "/nonexistent/fusegate.toml"])
+        .output()
+        .expect("run fusegate ctl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

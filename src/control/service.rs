@@ -1,0 +1,149 @@
+//! The gateway's NATS connection: answers fleet requests, publishes events, reports its
+//! connection state. NATS being down, at start or later, affects only this service: it
+//! keeps reconnecting with backoff while the proxy serves as usual.
+
+use super::connect::NatsAuth;
+use super::{
+    breaker_events_subject, config_events_subject, handle, read_subject, write_subject, After,
+    Channel,
+};
+use crate::config::NatsConfig;
+use crate::gateway::{ControlEvent, Gateway};
+use async_nats::Event;
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Events waiting to be published; beyond this, new ones are dropped (NATS is down).
+const EVENT_BUFFER: usize = 1024;
+
+/// The control-plane background service.
+pub struct ControlPlane {
+    pub gateway: Arc<Gateway>,
+    pub config: NatsConfig,
+}
+
+#[async_trait]
+impl BackgroundService for ControlPlane {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let gw = self.gateway.clone();
+        let (tx, mut events) = mpsc::channel(EVENT_BUFFER);
+        gw.set_event_sink(tx);
+        let options = match NatsAuth::from(&self.config)
+            .options(&format!("fusegate {}", gw.identity))
+            .await
+        {
+            Ok(o) => o,
+            Err(e) => {
+                log::error!("control plane disabled: {e}");
+                return;
+            }
+        };
+        let state = gw.clone();
+        let options = options
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .event_callback(move |event| {
+                let state = state.clone();
+                async move { on_event(&state, event) }
+            });
+        let client = match options.connect(self.config.url.as_str()).await {
+            Ok(c) => c,
+            Err(e) => {
+                log::error!(
+                    "control plane disabled: cannot use {}: {e}",
+                    self.config.url
+                );
+                return;
+            }
+        };
+        let cluster = &self.config.cluster;
+        let (mut reads, mut writes) = match (
+            client.subscribe(read_subject(cluster)).await,
+            client.subscribe(write_subject(cluster)).await,
+        ) {
+            (Ok(r), Ok(w)) => (r, w),
+            (Err(e), _) | (_, Err(e)) => {
+                log::error!("control plane disabled: cannot subscribe: {e}");
+                return;
+            }
+        };
+        log::info!(
+            "control plane: {} as {:?} on {}",
+            self.config.url,
+            gw.identity,
+            read_subject(cluster).trim_end_matches(".read")
+        );
+        loop {
+            let (message, channel) = tokio::select! {
+                m = reads.next() => (m, Channel::Read),
+                m = writes.next() => (m, Channel::Write),
+                e = events.recv() => {
+                    if let Some(e) = e {
+                        let (subject, body) = match e {
+                            ControlEvent::Breaker(v) => (breaker_events_subject(cluster), v),
+                            ControlEvent::Config(v) => (config_events_subject(cluster), v),
+                        };
+                        if let Err(err) = client.publish(subject, body.to_string().into()).await {
+                            log::debug!("event not published: {err}");
+                        }
+                    }
+                    continue;
+                }
+                _ = shutdown.changed() => return,
+            };
+            let Some(message) = message else {
+                log::error!("control plane: subscription ended");
+                return;
+            };
+            let Some(reply_to) = message.reply.clone() else {
+                continue;
+            };
+            let gw = gw.clone();
+            let client = client.clone();
+            tokio::spawn(async move {
+                let payload = message.payload.clone();
+                let answered = {
+                    let gw = gw.clone();
+                    tokio::task::spawn_blocking(move || handle(&gw, channel, &payload)).await
+                };
+                let Ok(Some((reply, after))) = answered else {
+                    return;
+                };
+                match serde_json::to_vec(&reply) {
+                    Ok(body) => {
+                        if let Err(e) = client.publish(reply_to, body.into()).await {
+                            log::warn!("control plane: reply not sent: {e}");
+                        }
+                        let _ = client.flush().await;
+                    }
+                    Err(e) => log::error!("control plane: reply not encoded: {e}"),
+                }
+                if after == After::Shutdown {
+                    let delay = Duration::from_millis(fastrand::u64(0..=2_000));
+                    log::warn!("shutdown requested over NATS; draining in {delay:?}");
+                    tokio::time::sleep(delay).await;
+                    gw.request_shutdown();
+                }
+            });
+        }
+    }
+}
+
+fn on_event(gw: &Gateway, event: Event) {
+    match event {
+        Event::Connected => {
+            log::info!("control plane: connected to NATS");
+            gw.set_nats_connected(true);
+        }
+        Event::Disconnected | Event::Closed => {
+            log::warn!("control plane: NATS connection lost; reconnecting");
+            gw.set_nats_connected(false);
+        }
+        other => log::warn!("control plane: {other}"),
+    }
+}
