@@ -1,52 +1,65 @@
-//! Breaker hot-path cost: admit + record per request, on one thread and on two threads
-//! sharing one route, and route lookup at different table sizes.
+//! Hot-path micro-benchmarks (criterion): breaker admit + record, route lookup at
+//! different table sizes, and building a 10,000-route table.
 //!
-//! Run: `cargo bench --bench breaker` (release build; prints nanoseconds per operation).
+//!   cargo bench --bench breaker
 
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use fusegate::breaker::{Breaker, Outcome, Settings};
+use fusegate::config::{Config, RouteConfig};
+use fusegate::metrics::Metrics;
+use fusegate::ratelimit::RateLimitRegistry;
 use fusegate::router::Router;
+use fusegate::runtime::{BreakerRegistry, Runtime};
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-const OPS: u64 = 5_000_000;
-
-fn admit_record(b: &Breaker, s: &Settings, ops: u64) {
-    for i in 0..ops {
-        // Time advances 1 ms every 1000 requests: buckets rotate as in real traffic.
-        let now = i / 1_000;
-        let acquired = b.try_acquire(s, now);
-        if let Ok(permit) = acquired.result {
-            let _ = b.record(permit, Outcome::success(1), s, now);
-        }
+/// One request's worth of breaker work: admission, then the outcome. Time moves 1 ms
+/// every 1000 requests so buckets rotate as they would under load.
+fn admit_record(b: &Breaker, s: &Settings, i: u64) {
+    let now = i / 1_000;
+    if let Ok(permit) = b.try_acquire(s, now).result {
+        black_box(b.record(permit, Outcome::success(1), s, now));
     }
 }
 
-fn main() {
+fn breaker(c: &mut Criterion) {
     let s = Settings::default();
-
+    let mut g = c.benchmark_group("breaker");
     let b = Breaker::new(s.window, 0);
-    let start = Instant::now();
-    admit_record(black_box(&b), &s, OPS);
-    let ns = start.elapsed().as_nanos() as f64 / OPS as f64;
-    println!("breaker admit+record, 1 thread:            {ns:6.1} ns/request");
-
-    let shared = Arc::new(Breaker::new(s.window, 0));
-    let start = Instant::now();
-    let threads: Vec<_> = (0..2)
-        .map(|_| {
-            let (b, s) = (shared.clone(), s.clone());
-            std::thread::spawn(move || admit_record(&b, &s, OPS))
+    let mut i = 0u64;
+    g.bench_function("admit_record_1_thread", |bench| {
+        bench.iter(|| {
+            i += 1;
+            admit_record(&b, &s, i)
         })
-        .collect();
-    for t in threads {
-        let _ = t.join();
-    }
-    let ns = start.elapsed().as_nanos() as f64 / (2 * OPS) as f64;
-    println!(
-        "breaker admit+record, 2 threads, 1 route:  {ns:6.1} ns/request (wall time / requests)"
-    );
+    });
+    // Two threads on one route: wall time per request with both cores busy.
+    let shared = Arc::new(Breaker::new(s.window, 0));
+    g.bench_function("admit_record_2_threads_1_route", |bench| {
+        bench.iter_custom(|iters| {
+            let start = Instant::now();
+            let threads: Vec<_> = (0..2)
+                .map(|t| {
+                    let (b, s) = (shared.clone(), s.clone());
+                    std::thread::spawn(move || {
+                        for i in 0..iters / 2 {
+                            admit_record(&b, &s, i * 2 + t);
+                        }
+                    })
+                })
+                .collect();
+            for t in threads {
+                let _ = t.join();
+            }
+            start.elapsed()
+        })
+    });
+    g.finish();
+}
 
+fn lookup(c: &mut Criterion) {
+    let mut g = c.benchmark_group("route_lookup");
     for routes in [10usize, 1_000, 10_000] {
         let mut r = Router::new();
         for i in 0..routes {
@@ -55,12 +68,55 @@ fn main() {
         let paths: Vec<String> = (0..1024)
             .map(|i| format!("/api/plugin-{}/items/{i}", (i * 7919) % routes))
             .collect();
-        let lookups = 2_000_000u64;
-        let start = Instant::now();
-        for i in 0..lookups {
-            black_box(r.lookup(black_box(&paths[(i % 1024) as usize])));
-        }
-        let ns = start.elapsed().as_nanos() as f64 / lookups as f64;
-        println!("route lookup, {routes:>6} routes:               {ns:6.1} ns/lookup");
+        let mut n = 0usize;
+        g.bench_with_input(BenchmarkId::from_parameter(routes), &routes, |bench, _| {
+            bench.iter(|| {
+                n = (n + 1) & 1023;
+                black_box(r.lookup(&paths[n]))
+            })
+        });
     }
+    g.finish();
 }
+
+/// A config with `n` routes, each with two upstreams.
+pub fn many_routes(n: usize) -> Config {
+    let mut c = Config::default();
+    for i in 0..n {
+        c.routes.insert(
+            format!("plugin-{i}"),
+            RouteConfig {
+                upstreams: vec![
+                    format!("127.0.0.1:{}", 10_000 + i % 50_000),
+                    format!("127.0.0.2:{}", 10_000 + i % 50_000),
+                ],
+                ..RouteConfig::default()
+            },
+        );
+    }
+    c
+}
+
+fn build(c: &mut Criterion) {
+    let config = Arc::new(many_routes(10_000));
+    let metrics = Arc::new(Metrics::new().expect("metrics"));
+    let mut g = c.benchmark_group("route_table");
+    g.sample_size(10).measurement_time(Duration::from_secs(10));
+    g.bench_function("build_10000_routes", |bench| {
+        bench.iter(|| {
+            let t = Runtime::build(
+                config.clone(),
+                &BreakerRegistry::new(),
+                &RateLimitRegistry::default(),
+                &metrics,
+                1,
+                0,
+            );
+            black_box(t.map(|t| t.routes.len()))
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, breaker, lookup, build);
+criterion_main!(benches);

@@ -169,7 +169,7 @@ fn flip_twice_is_a_no_op_and_reset_closes_an_open_breaker() {
 
     gw.get("/api/bad");
     gw.get("/api/bad");
-    assert_eq!(gw.admin("GET", "/breakers/bad").json()["state"], "open");
+    gw.wait_state("bad", "open");
     assert_eq!(gw.get("/api/bad").status, 503);
     let b = gw.admin("POST", "/breakers/bad/reset").json();
     assert_eq!(b["state"], "closed");
@@ -402,9 +402,16 @@ fn metrics_count_what_the_test_sent() {
         gw.get("/api/m");
     }
     // 3 ok + 3 failed = 50 % of 6 >= volume 4: open. Then 2 rejections.
+    gw.wait_state("m", "open");
     for _ in 0..2 {
         assert_eq!(gw.get("/api/m").status, 503);
     }
+    // Metrics are counted as each request completes, just after its response.
+    wait_until("all 8 requests counted", Duration::from_secs(10), || {
+        gw.admin("GET", "/metrics")
+            .body
+            .contains("fusegate_request_duration_seconds_count{route=\"m\"} 8")
+    });
     let r = gw.admin("GET", "/metrics");
     assert_eq!(r.status, 200);
     assert!(r.header("content-type").unwrap().starts_with("text/plain"));
@@ -453,6 +460,7 @@ fn status_prints_the_breaker_table() {
     ));
     gw.get("/api/st");
     gw.get("/api/st");
+    gw.wait_state("st", "open");
     let out = Command::new(bin())
         .args(["status", "--admin", &gw.admin_url("")])
         .output()

@@ -36,6 +36,7 @@ fn opens_after_the_configured_failures_and_then_rejects_without_reaching_the_ups
         );
     }
     assert_eq!(up.hits(), 4);
+    gw.wait_state("flaky", "open");
 
     let r = gw.get("/api/flaky/items");
     assert_eq!(r.status, 503);
@@ -69,6 +70,7 @@ fn half_open_admits_exactly_the_configured_probes_under_concurrency() {
     for _ in 0..4 {
         gw.get("/api/probe/x");
     }
+    gw.wait_state("probe", "open");
     let opened_at = Instant::now();
     assert_eq!(gw.get("/api/probe/x").status, 503);
     let before = up.hits();
@@ -105,6 +107,7 @@ fn half_open_admits_exactly_the_configured_probes_under_concurrency() {
 
     // Both probes succeeded: the breaker is closed again.
     up.set_delay(Duration::ZERO);
+    gw.wait_state("probe", "closed");
     assert_eq!(gw.get("/api/probe/x").status, 200);
     assert_eq!(up.hits() - before, 3);
 }
@@ -122,6 +125,7 @@ fn a_successful_probe_closes_and_a_failed_one_reopens() {
     for _ in 0..3 {
         gw.get("/api/cycle");
     }
+    gw.wait_state("cycle", "open");
     let opened_at = Instant::now();
     assert_eq!(gw.get("/api/cycle").status, 503);
 
@@ -140,6 +144,8 @@ fn a_successful_probe_closes_and_a_failed_one_reopens() {
     // The probe succeeds: closed, traffic flows.
     up.set_status(200);
     wait_out(reopened_at, reset);
+    assert_eq!(gw.get("/api/cycle").status, 200, "the probe");
+    gw.wait_state("cycle", "closed");
     let hits = up.hits();
     for _ in 0..5 {
         assert_eq!(gw.get("/api/cycle").status, 200);
@@ -164,6 +170,7 @@ fn upstream_timeouts_answer_504_and_count_as_failures() {
         assert_eq!(body["error"], "upstream_timeout");
         assert_eq!(body["route"], "slow");
     }
+    gw.wait_state("slow", "open");
     let r = gw.get("/api/slow");
     assert_eq!(r.status, 503, "three timeouts opened the breaker");
     assert_eq!(up.hits(), 3);
@@ -185,6 +192,7 @@ fn refused_connections_answer_502_and_count_as_failures() {
         assert_eq!(body["error"], "upstream_unavailable");
         assert_eq!(body["route"], "dead");
     }
+    gw.wait_state("dead", "open");
     assert_eq!(gw.get("/api/dead/x").status, 503);
 }
 
@@ -206,6 +214,8 @@ fn client_errors_from_the_upstream_do_not_count() {
         );
     }
     assert_eq!(up.hits(), 10);
+    gw.wait_window("picky", 10);
+    assert_eq!(gw.breaker("picky")["state"], "closed");
 }
 
 #[test]
@@ -244,6 +254,7 @@ fn observe_mode_reports_but_never_rejects() {
         assert_eq!(gw.get("/api/watched").status, 500);
     }
     assert_eq!(up.hits(), 10);
+    gw.wait_state("watched", "open");
     assert!(
         gw.stderr().contains("breaker watched: closed -> open"),
         "the transition is still logged:\n{}",
@@ -268,6 +279,7 @@ fn one_routes_open_breaker_leaves_other_routes_alone() {
     for _ in 0..3 {
         gw.get("/api/bad");
     }
+    gw.wait_state("bad", "open");
     assert_eq!(gw.get("/api/bad").status, 503);
     for _ in 0..5 {
         assert_eq!(gw.get("/api/good").status, 200);

@@ -43,12 +43,15 @@ fn a_burst_beyond_the_limit_gets_429_and_the_upstream_sees_only_what_was_allowed
         r.json(),
         serde_json::json!({"error": "rate_limited", "route": "limited"})
     );
-    let metrics = gw.admin("GET", "/metrics").body;
     let line = format!(
         "fusegate_rejections_total{{reason=\"rate_limited\",route=\"limited\"}} {}",
         limited.len()
     );
-    assert!(metrics.contains(&line), "{line} not in\n{metrics}");
+    common::wait_until(
+        "the rejections in /metrics",
+        std::time::Duration::from_secs(10),
+        || gw.admin("GET", "/metrics").body.contains(&line),
+    );
 }
 
 #[test]
@@ -81,7 +84,8 @@ fn rate_limited_requests_never_open_the_breaker() {
         .filter(|_| gw.get("/api/guarded").status == 429)
         .count();
     assert!(limited >= 10, "{limited}");
-    let b = gw.admin("GET", "/breakers/guarded").json();
+    gw.wait_window("guarded", up.hits());
+    let b = gw.breaker("guarded");
     assert_eq!(b["state"], "closed");
     assert_eq!(b["window"]["failures"], 0);
     assert_eq!(b["window"]["total"].as_u64(), Some(up.hits()));

@@ -167,6 +167,7 @@ fn breaker_state_and_pauses_survive_a_reload() {
     for _ in 0..3 {
         gw.get("/api/bad");
     }
+    gw.wait_state("bad", "open");
     assert_eq!(gw.get("/api/bad").status, 503);
     gw.admin("POST", "/breakers/calm/pause");
 
@@ -211,6 +212,7 @@ fn a_lower_volume_threshold_applies_to_the_next_request() {
     for _ in 0..3 {
         assert_eq!(gw.get("/api/tune").status, 500);
     }
+    gw.wait_window("tune", 3);
     gw.rewrite(&route(
         "tune",
         &[&up.url()],

@@ -299,6 +299,31 @@ impl Gateway {
         std::fs::rename(&tmp, &self.config_path).expect("rename over config");
     }
 
+    /// A route's breaker as the admin port reports it.
+    pub fn breaker(&self, route: &str) -> serde_json::Value {
+        self.admin("GET", &format!("/breakers/{route}")).json()
+    }
+
+    /// Waits until a route's breaker is in `state`. Outcomes are recorded when a request
+    /// has completed, just after its response went out, so a test that has read a
+    /// response waits for its outcome this way.
+    pub fn wait_state(&self, route: &str, state: &str) {
+        wait_until(
+            &format!("breaker {route} to be {state}"),
+            Duration::from_secs(10),
+            || self.breaker(route)["state"] == state,
+        );
+    }
+
+    /// Waits until a route's window holds `n` outcomes.
+    pub fn wait_window(&self, route: &str, n: u64) {
+        wait_until(
+            &format!("{n} outcomes in the window of {route}"),
+            Duration::from_secs(10),
+            || self.breaker(route)["window"]["total"].as_u64() == Some(n),
+        );
+    }
+
     /// The config generation in force, from /info.
     pub fn generation(&self) -> u64 {
         self.admin("GET", "/info").json()["config_generation"]

@@ -1,0 +1,169 @@
+#!/usr/bin/env bash
+# Load benchmark: fusegate side by side with nginx and a bare pingora proxy, on loopback.
+#
+#   bash benches/load.sh [--duration S] [--rounds N] [--connections C] [--workers W] [--debug]
+#
+# Starts a fast upstream (nginx, answering 200 "ok"), then three proxies in front of it:
+# nginx (upstream keepalive on), examples/bare_proxy.rs (pingora, no features) and fusegate
+# (one route, breaker, metrics and request ids on), each with W worker threads/processes.
+# wrk drives each in turn, round after round (interleaved), for S seconds. Prints req/s,
+# latency p50/p99, proxy CPU seconds per request and peak RSS (medians over rounds), and
+# fusegate's ratios to the others. Every process listens on 127.0.0.1 and is stopped at
+# the end. --debug uses debug builds (a smoke run; numbers mean nothing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+duration=10 rounds=3 connections=50 workers=1 profile=release
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --duration) duration=$2; shift 2 ;;
+    --rounds) rounds=$2; shift 2 ;;
+    --connections) connections=$2; shift 2 ;;
+    --workers) workers=$2; shift 2 ;;
+    --debug) profile=debug; shift ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+done
+
+need=()
+command -v wrk >/dev/null 2>&1 || need+=(wrk)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
+if [ ${#need[@]} -gt 0 ]; then
+  sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo
+  $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+if [ "$profile" = release ]; then
+  cargo build --release --locked --bin fusegate --example bare_proxy >&2
+else
+  cargo build --locked --bin fusegate --example bare_proxy >&2
+fi
+BIN=target/$profile
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  [ -f "$work/up/nginx.pid" ] && kill "$(cat "$work/up/nginx.pid")" 2>/dev/null || true
+  [ -f "$work/px/nginx.pid" ] && kill "$(cat "$work/px/nginx.pid")" 2>/dev/null || true
+  sleep 0.2
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+UP=$(free_port); NGX=$(free_port); BARE=$(free_port); FG=$(free_port); ADMIN=$(free_port)
+
+nginx_conf() { # dir, body of the http block
+  mkdir -p "$1"
+  cat > "$1/nginx.conf" <<CONF
+worker_processes $3;
+pid $1/nginx.pid;
+error_log $1/error.log warn;
+daemon on;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $1; proxy_temp_path $1; fastcgi_temp_path $1; uwsgi_temp_path $1; scgi_temp_path $1;
+  $2
+}
+CONF
+}
+
+# The upstream: two workers, so it is not the bottleneck.
+nginx_conf "$work/up" "server { listen 127.0.0.1:$UP; keepalive_requests 1000000; location / { return 200 'ok\n'; } }" 2
+"$NGINX" -c "$work/up/nginx.conf"
+
+nginx_conf "$work/px" "upstream u { server 127.0.0.1:$UP; keepalive 64; }
+  server { listen 127.0.0.1:$NGX; keepalive_requests 1000000;
+    location / { proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }" "$workers"
+"$NGINX" -c "$work/px/nginx.conf"
+
+"$BIN/examples/bare_proxy" "127.0.0.1:$BARE" "127.0.0.1:$UP" "$workers" 2>"$work/bare.log" &
+pids+=($!); bare_pid=$!
+
+cat > "$work/fusegate.toml" <<CONF
+[server]
+listen = "127.0.0.1:$FG"
+threads = $workers
+[admin]
+listen = "127.0.0.1:$ADMIN"
+[routes.bench]
+upstreams = ["127.0.0.1:$UP"]
+prefix = "/"
+[log]
+level = "warn"
+CONF
+"$BIN/fusegate" run -c "$work/fusegate.toml" 2>"$work/fusegate.log" &
+pids+=($!); fg_pid=$!
+
+for port in $UP $NGX $BARE $FG; do
+  for _ in $(seq 100); do
+    if curl -s -o /dev/null "http://127.0.0.1:$port/"; then break; fi
+    sleep 0.1
+  done
+done
+
+ngx_pids() { pgrep -P "$(cat "$work/px/nginx.pid")" | tr '\n' ' '; echo "$(cat "$work/px/nginx.pid")"; }
+cpu_ticks() { # sum of utime+stime of the given pids, in clock ticks
+  local t=0
+  for p in "$@"; do
+    [ -r "/proc/$p/stat" ] || continue
+    t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+  done
+  echo "$t"
+}
+rss_kib() { local m=0; for p in "$@"; do v=$(awk '/VmHWM/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0); m=$((m + v)); done; echo "$m"; }
+to_us() { # wrk latency (e.g. 512.00us, 1.20ms, 2.00s) to microseconds
+  awk -v v="$1" 'BEGIN { n=v+0; if (v ~ /us$/) print n; else if (v ~ /ms$/) print n*1000; else if (v ~ /s$/) print n*1000000; else print n }'
+}
+
+hz=$(getconf CLK_TCK)
+declare -A results
+echo "proxy round req_per_s p50_us p99_us cpu_us_per_req" > "$work/results"
+for round in $(seq "$rounds"); do
+  for name in nginx bare fusegate; do
+    case $name in
+      nginx) port=$NGX; procs=$(ngx_pids) ;;
+      bare) port=$BARE; procs=$bare_pid ;;
+      fusegate) port=$FG; procs=$fg_pid ;;
+    esac
+    # shellcheck disable=SC2086
+    before=$(cpu_ticks $procs)
+    out=$(wrk -t1 -c"$connections" -d"${duration}s" --latency "http://127.0.0.1:$port/api/bench/item")
+    # shellcheck disable=SC2086
+    after=$(cpu_ticks $procs)
+    rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+    total=$(awk '/requests in/ {print $1}' <<<"$out")
+    p50=$(to_us "$(awk '$1=="50%" {print $2}' <<<"$out")")
+    p99=$(to_us "$(awk '$1=="99%" {print $2}' <<<"$out")")
+    errors=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out")
+    [ -n "$errors" ] && echo "$name round $round: $errors" >&2
+    cpu=$(awk -v a="$before" -v b="$after" -v hz="$hz" -v n="$total" 'BEGIN { printf "%.2f", (b-a)/hz*1e6/n }')
+    echo "$name $round $rps $p50 $p99 $cpu" >> "$work/results"
+  done
+done
+
+# shellcheck disable=SC2046
+rss_ngx=$(rss_kib $(ngx_pids)); rss_bare=$(rss_kib "$bare_pid"); rss_fg=$(rss_kib "$fg_pid")
+
+python3 - "$work/results" "$rss_ngx" "$rss_bare" "$rss_fg" "$workers" "$connections" "$duration" "$rounds" <<'PY'
+import statistics, sys
+path, rss_ngx, rss_bare, rss_fg, workers, conns, dur, rounds = sys.argv[1:]
+rows = [l.split() for l in open(path).read().splitlines()[1:]]
+med = {}
+for name in ("nginx", "bare", "fusegate"):
+    r = [x for x in rows if x[0] == name]
+    med[name] = [statistics.median(float(x[i]) for x in r) for i in range(2, 6)]
+rss = {"nginx": int(rss_ngx), "bare": int(rss_bare), "fusegate": int(rss_fg)}
+print(f"{workers} worker(s), {conns} connections, {rounds} round(s) of {dur} s each (medians)")
+print(f"{'proxy':<10}{'req/s':>10}{'p50 us':>10}{'p99 us':>10}{'CPU us/req':>12}{'peak RSS MiB':>14}")
+for name, label in (("nginx", "nginx"), ("bare", "bare pingora"), ("fusegate", "fusegate")):
+    rps, p50, p99, cpu = med[name]
+    print(f"{label:<10}{rps:>10.0f}{p50:>10.0f}{p99:>10.0f}{cpu:>12.2f}{rss[name]/1024:>14.1f}")
+f, b, n = med["fusegate"], med["bare"], med["nginx"]
+def ratio(a, c): return a / c if c else float("nan")
+print(f"fusegate/bare pingora: req/s {ratio(f[0], b[0]):.2f}x, p99 {ratio(f[2], b[2]):.2f}x, CPU/req {ratio(f[3], b[3]):.2f}x")
+print(f"fusegate/nginx:        req/s {ratio(f[0], n[0]):.2f}x, p99 {ratio(f[2], n[2]):.2f}x, CPU/req {ratio(f[3], n[3]):.2f}x")
+PY
