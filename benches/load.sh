@@ -44,7 +44,9 @@ BIN=target/$profile
 work=$(mktemp -d)
 pids=()
 cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  # SIGKILL: the measurement is over, and a pingora server on SIGTERM waits out its
+  # grace period (5 minutes by default for the bare proxy).
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
   [ -f "$work/up/nginx.pid" ] && kill "$(cat "$work/up/nginx.pid")" 2>/dev/null || true
   [ -f "$work/px/nginx.pid" ] && kill "$(cat "$work/px/nginx.pid")" 2>/dev/null || true
   sleep 0.2
@@ -80,7 +82,7 @@ nginx_conf "$work/px" "upstream u { server 127.0.0.1:$UP; keepalive 64; }
     location / { proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }" "$workers"
 "$NGINX" -c "$work/px/nginx.conf"
 
-"$BIN/examples/bare_proxy" "127.0.0.1:$BARE" "127.0.0.1:$UP" "$workers" 2>"$work/bare.log" &
+"$BIN/examples/bare_proxy" "127.0.0.1:$BARE" "127.0.0.1:$UP" "$workers" >/dev/null 2>"$work/bare.log" &
 pids+=($!); bare_pid=$!
 
 cat > "$work/fusegate.toml" <<CONF
@@ -95,7 +97,7 @@ prefix = "/"
 [log]
 level = "warn"
 CONF
-"$BIN/fusegate" run -c "$work/fusegate.toml" 2>"$work/fusegate.log" &
+"$BIN/fusegate" run -c "$work/fusegate.toml" >/dev/null 2>"$work/fusegate.log" &
 pids+=($!); fg_pid=$!
 
 for port in $UP $NGX $BARE $FG; do
@@ -147,6 +149,22 @@ done
 
 # shellcheck disable=SC2046
 rss_ngx=$(rss_kib $(ngx_pids)); rss_bare=$(rss_kib "$bare_pid"); rss_fg=$(rss_kib "$fg_pid")
+
+# fusegate's memory with 10,000 routes (two upstreams each) configured.
+BIG=$(free_port); BIG_ADMIN=$(free_port)
+python3 - "$work/10k.toml" "$BIG" "$BIG_ADMIN" <<'PY'
+import sys
+path, port, admin = sys.argv[1:]
+out = [f'[server]\nlisten = "127.0.0.1:{port}"\nthreads = 1\n[admin]\nlisten = "127.0.0.1:{admin}"\n[log]\nlevel = "warn"\n']
+for i in range(10000):
+    out.append(f'[routes.plugin-{i}]\nupstreams = ["127.0.0.1:{10000 + i}", "127.0.0.2:{10000 + i}"]\n')
+open(path, "w").write("".join(out))
+PY
+"$BIN/fusegate" run -c "$work/10k.toml" >/dev/null 2>"$work/10k.log" &
+pids+=($!); big_pid=$!
+for _ in $(seq 300); do curl -s -o /dev/null "http://127.0.0.1:$BIG_ADMIN/alive" && break; sleep 0.1; done
+rss_10k=$(rss_kib "$big_pid")
+echo "fusegate with 10,000 routes: peak RSS $((rss_10k / 1024)) MiB"
 
 python3 - "$work/results" "$rss_ngx" "$rss_bare" "$rss_fg" "$workers" "$connections" "$duration" "$rounds" <<'PY'
 import statistics, sys

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system packages fusegate's build needs, when they are missing:
 # cmake (zlib-ng, under pingora), pkg-config and libssl-dev (OpenSSL for TLS upstreams),
-# a C compiler, and nats-server for the control-plane tests. Debian/Ubuntu (apt-get); run as root or with sudo available.
+# a C compiler; nats-server for the control-plane tests; nginx and wrk for the load
+# benchmark (the suite smoke-runs it). Debian/Ubuntu (apt-get); run as root or with sudo available.
 set -euo pipefail
 
 need=()
@@ -11,6 +12,8 @@ command -v cc >/dev/null 2>&1 || need+=(build-essential)
 dpkg -s libssl-dev >/dev/null 2>&1 || need+=(libssl-dev)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v nats-server >/dev/null 2>&1 || need+=(nats-server)
+command -v wrk >/dev/null 2>&1 || need+=(wrk)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}" >&2

@@ -1,6 +1,11 @@
 //! The `fusegate` command line.
 
 use clap::{Parser, Subcommand};
+
+/// mimalloc instead of the system allocator: fewer cycles per request under load
+/// (see the README's Performance section).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use fusegate::config::{self, ConfigErrors, DEFAULT_CONFIG_PATH};
 use fusegate::server::Gatekeeper;
 use std::path::{Path, PathBuf};

@@ -1,5 +1,7 @@
-//! A route's upstream servers: pingora round-robin selection over prebuilt peers, with
-//! optional active health checks taking unhealthy ones out of the rotation.
+//! A route's upstream servers: round robin over prebuilt peers. A route with active health
+//! checks uses pingora's load balancer, whose health registry takes unhealthy upstreams
+//! out of the rotation; a route without them uses a plain atomic counter, a few bytes
+//! instead of a load balancer's several kilobytes (it matters with 10,000 routes).
 
 use crate::config::{HealthCheckConfig, UpstreamAddr};
 use crate::health::{ProbeLog, ProbeResult, ProbeTarget, RouteCheck};
@@ -9,7 +11,7 @@ use pingora::lb::{Backend, Backends, LoadBalancer};
 use pingora::prelude::HttpPeer;
 use std::collections::BTreeSet;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,9 +38,18 @@ impl Upstream {
 /// The upstreams of one route.
 pub struct Upstreams {
     list: Vec<Upstream>,
-    lb: LoadBalancer<RoundRobin>,
-    probes: Option<Arc<ProbeLog>>,
-    checking: AtomicBool,
+    selector: Selector,
+}
+
+enum Selector {
+    /// Every upstream is always in the rotation.
+    Plain { next: AtomicUsize },
+    /// pingora's load balancer with active health checks.
+    Checked {
+        lb: Box<LoadBalancer<RoundRobin>>,
+        probes: Arc<ProbeLog>,
+        checking: AtomicBool,
+    },
 }
 
 impl std::fmt::Debug for Upstreams {
@@ -92,30 +103,37 @@ impl Upstreams {
                 peer,
             });
         }
+        let Some(cfg) = health else {
+            return Ok(Upstreams {
+                list,
+                selector: Selector::Plain {
+                    next: AtomicUsize::new(0),
+                },
+            });
+        };
         let backends: BTreeSet<Backend> = list.iter().map(|u| u.backend.clone()).collect();
         let mut lb = LoadBalancer::from_backends(Backends::new(Static::new(backends)));
-        let probes = health.map(|cfg| {
-            let log = Arc::new(ProbeLog::default());
-            let targets: Vec<ProbeTarget> = list
-                .iter()
-                .map(|u| ProbeTarget {
-                    socket: u.socket,
-                    host: u.authority.clone(),
-                    tls: u.addr.is_tls(),
-                })
-                .collect();
-            lb.set_health_check(Box::new(RouteCheck::new(cfg, &targets, log.clone())));
-            log
-        });
+        let probes = Arc::new(ProbeLog::default());
+        let targets: Vec<ProbeTarget> = list
+            .iter()
+            .map(|u| ProbeTarget {
+                socket: u.socket,
+                host: u.authority.clone(),
+                tls: u.addr.is_tls(),
+            })
+            .collect();
+        lb.set_health_check(Box::new(RouteCheck::new(cfg, &targets, probes.clone())));
         // A static discovery answers at once; this only fills the selector.
         poll_ready(lb.update())
             .ok_or("upstream setup did not complete")?
             .map_err(|e| format!("upstream setup failed: {e}"))?;
         Ok(Upstreams {
             list,
-            lb,
-            probes,
-            checking: AtomicBool::new(false),
+            selector: Selector::Checked {
+                lb: Box::new(lb),
+                probes,
+                checking: AtomicBool::new(false),
+            },
         })
     }
 
@@ -126,35 +144,50 @@ impl Upstreams {
     /// The next healthy upstream in round-robin order, as an index into
     /// [`Upstreams::list`]; `None` when every upstream is unhealthy.
     pub fn select_index(&self) -> Option<usize> {
-        let backend = self.lb.select(b"", self.list.len())?;
-        let socket = backend.addr.as_inet()?;
-        self.list.iter().position(|u| &u.socket == socket)
+        match &self.selector {
+            Selector::Plain { next } => {
+                let n = self.list.len();
+                (n > 0).then(|| next.fetch_add(1, Ordering::Relaxed) % n)
+            }
+            Selector::Checked { lb, .. } => {
+                let backend = lb.select(b"", self.list.len())?;
+                let socket = backend.addr.as_inet()?;
+                self.list.iter().position(|u| &u.socket == socket)
+            }
+        }
     }
 
     /// Whether the upstream at `i` is in the rotation (always, without health checks).
     pub fn is_healthy(&self, i: usize) -> bool {
-        self.list
-            .get(i)
-            .is_some_and(|u| self.lb.backends().ready(&u.backend))
+        match (&self.selector, self.list.get(i)) {
+            (_, None) => false,
+            (Selector::Plain { .. }, Some(_)) => true,
+            (Selector::Checked { lb, .. }, Some(u)) => lb.backends().ready(&u.backend),
+        }
     }
 
     /// The latest probe of the upstream at `i`, when health checks are on and it ran.
     pub fn probe(&self, i: usize) -> Option<ProbeResult> {
-        let log = self.probes.as_ref()?;
-        log.get(&self.list.get(i)?.socket)
+        match &self.selector {
+            Selector::Plain { .. } => None,
+            Selector::Checked { probes, .. } => probes.get(&self.list.get(i)?.socket),
+        }
     }
 
     pub fn has_health_check(&self) -> bool {
-        self.probes.is_some()
+        matches!(self.selector, Selector::Checked { .. })
     }
 
     /// One health-check pass over every upstream; a pass still running is not doubled.
     pub async fn run_health_check(&self) {
-        if self.probes.is_none() || self.checking.swap(true, Ordering::AcqRel) {
+        let Selector::Checked { lb, checking, .. } = &self.selector else {
+            return;
+        };
+        if checking.swap(true, Ordering::AcqRel) {
             return;
         }
-        self.lb.backends().run_health_check(true).await;
-        self.checking.store(false, Ordering::Release);
+        lb.backends().run_health_check(true).await;
+        checking.store(false, Ordering::Release);
     }
 }
 
