@@ -7,9 +7,8 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use fusegate::breaker::{Breaker, Outcome, Settings};
 use fusegate::config::{Config, RouteConfig};
 use fusegate::metrics::Metrics;
-use fusegate::ratelimit::RateLimitRegistry;
 use fusegate::router::Router;
-use fusegate::runtime::{BreakerRegistry, Runtime};
+use fusegate::runtime::{Registries, Runtime};
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -104,14 +103,7 @@ fn build(c: &mut Criterion) {
     g.sample_size(10).measurement_time(Duration::from_secs(10));
     g.bench_function("build_10000_routes", |bench| {
         bench.iter(|| {
-            let t = Runtime::build(
-                config.clone(),
-                &BreakerRegistry::new(),
-                &RateLimitRegistry::default(),
-                &metrics,
-                1,
-                0,
-            );
+            let t = Runtime::build(config.clone(), &Registries::new(metrics.clone()), 1, 0);
             black_box(t.map(|t| t.routes.len()))
         })
     });

@@ -6,8 +6,7 @@ use crate::breaker::Transition;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::ratelimit::RateLimitRegistry;
-use crate::runtime::{BreakerRegistry, Route, Runtime};
+use crate::runtime::{Registries, Route, Runtime};
 use arc_swap::ArcSwap;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -56,8 +55,8 @@ pub enum ControlEvent {
 #[derive(Debug)]
 pub struct Gateway {
     runtime: ArcSwap<Runtime>,
-    pub breakers: BreakerRegistry,
-    pub rate_limits: RateLimitRegistry,
+    /// Breakers, rate limiters and cache storages by route name; metric families.
+    pub registries: Registries,
     pub metrics: Arc<Metrics>,
     pub clock: Clock,
     pub started: Instant,
@@ -80,28 +79,19 @@ impl Gateway {
     /// Builds generation 1 of the route table from a validated config.
     pub fn new(config: Config, config_path: Option<PathBuf>) -> Result<Arc<Gateway>, String> {
         let clock = Clock::new();
-        let breakers = BreakerRegistry::new();
         let metrics = Arc::new(Metrics::new().map_err(|e| format!("metrics: {e}"))?);
+        let registries = Registries::new(metrics.clone());
         let (identity, facts) = match &config.nats {
             Some(n) if !n.identity.is_empty() => (n.identity.clone(), n.facts.clone()),
             Some(n) => (host_name(), n.facts.clone()),
             None => (host_name(), BTreeMap::new()),
         };
-        let rate_limits = RateLimitRegistry::default();
         let nats_enabled = config.nats.is_some();
-        let runtime = Runtime::build(
-            Arc::new(config),
-            &breakers,
-            &rate_limits,
-            &metrics,
-            1,
-            clock.now_ms(),
-        )?;
+        let runtime = Runtime::build(Arc::new(config), &registries, 1, clock.now_ms())?;
         metrics.config_generation.set(1);
         Ok(Arc::new(Gateway {
             runtime: ArcSwap::from_pointee(runtime),
-            breakers,
-            rate_limits,
+            registries,
             metrics,
             clock,
             started: Instant::now(),

@@ -82,6 +82,14 @@ pub struct Metrics {
     pub nats_connected: IntGauge,
 }
 
+impl Default for Metrics {
+    /// Families in a fresh registry. Registering a fixed set of valid names cannot fail.
+    fn default() -> Self {
+        #[allow(clippy::expect_used)]
+        Metrics::new().expect("the metric families are valid")
+    }
+}
+
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Metrics")
@@ -186,6 +194,7 @@ impl Metrics {
             transitions: Default::default(),
             rejections: Default::default(),
             failures: Default::default(),
+            cache: Default::default(),
         }
     }
 
@@ -206,6 +215,9 @@ impl Metrics {
         }
         for c in COMMON_CODES {
             let _ = self.requests.remove_label_values(&[route, &c.to_string()]);
+        }
+        for r in CACHE_RESULTS {
+            let _ = self.cache.remove_label_values(&[route, r]);
         }
     }
 
@@ -229,7 +241,11 @@ pub struct RouteMetrics {
     transitions: [OnceLock<IntCounter>; 4],
     rejections: [OnceLock<IntCounter>; 5],
     failures: [OnceLock<IntCounter>; 4],
+    cache: [OnceLock<IntCounter>; 4],
 }
+
+/// Results of `fusegate_cache_total`.
+pub const CACHE_RESULTS: [&str; 4] = ["hit", "miss", "stale", "bypass"];
 
 impl std::fmt::Debug for RouteMetrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -279,6 +295,18 @@ impl RouteMetrics {
                 self.families
                     .rejections
                     .with_label_values(&[self.route.as_str(), reason.as_str()])
+            })
+            .inc();
+    }
+
+    /// One cache lookup result: one of [`CACHE_RESULTS`].
+    pub fn cache(&self, result: &'static str) {
+        let i = CACHE_RESULTS.iter().position(|r| *r == result).unwrap_or(3);
+        self.cache[i]
+            .get_or_init(|| {
+                self.families
+                    .cache
+                    .with_label_values(&[self.route.as_str(), CACHE_RESULTS[i]])
             })
             .inc();
     }

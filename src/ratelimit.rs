@@ -147,7 +147,7 @@ impl pingora::services::background::BackgroundService for Maintenance {
     async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(MAINTAIN_EVERY) => self.gateway.rate_limits.maintain(),
+                _ = tokio::time::sleep(MAINTAIN_EVERY) => self.gateway.registries.rate_limits.maintain(),
                 _ = shutdown.changed() => return,
             }
         }

@@ -84,22 +84,18 @@ fn try_reload(gw: &Gateway, path: &Path) -> Result<Reloaded, String> {
     let current = gw.runtime();
     let restart_required = keep_running_listeners(&current.config, &mut new);
     let generation = current.generation + 1;
-    let next = Runtime::build(
-        Arc::new(new),
-        &gw.breakers,
-        &gw.rate_limits,
-        &gw.metrics,
-        generation,
-        gw.clock.now_ms(),
-    )?;
+    let next = Runtime::build(Arc::new(new), &gw.registries, generation, gw.clock.now_ms())?;
     log::set_max_level(next.config.log.level.as_filter());
     for old in &current.routes {
         if next.route(&old.name).is_none() {
             gw.metrics.forget_route(&old.name);
         }
     }
-    gw.breakers.retain(&|name| next.route(name).is_some());
-    gw.rate_limits
+    gw.registries
+        .breakers
+        .retain(&|name| next.route(name).is_some());
+    gw.registries
+        .rate_limits
         .retain(&|name| next.route(name).is_some_and(|r| r.rate_limit.is_some()));
     gw.swap_runtime(next);
     Ok(Reloaded {

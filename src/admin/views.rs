@@ -34,6 +34,16 @@ pub struct BreakerView {
     pub retry_after_secs: Option<u64>,
     pub upstreams: Vec<UpstreamView>,
     pub settings: BreakerConfig,
+    /// The route's cache, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CacheView {
+    pub entries: usize,
+    pub bytes: usize,
+    pub max_bytes: usize,
 }
 
 pub fn rfc3339(t: SystemTime) -> String {
@@ -67,6 +77,11 @@ pub fn breaker(gw: &Gateway, route: &Route) -> BreakerView {
             })
             .collect(),
         settings: route.breaker_config.clone(),
+        cache: route.cache.as_ref().map(|c| CacheView {
+            entries: c.storage.entries(),
+            bytes: c.storage.used_bytes(),
+            max_bytes: c.storage.max_bytes(),
+        }),
     }
 }
 

@@ -247,6 +247,20 @@ impl Breaker {
         Word::unpack(self.word.load(Acquire)).state
     }
 
+    /// Whether a request now would be turned away, without taking a probe slot or
+    /// changing state: paused, or open and not yet past its reset timeout. Observe mode
+    /// never rejects for an open breaker.
+    pub fn rejects(&self, s: &Settings, now_ms: u64) -> bool {
+        let w = Word::unpack(self.word.load(Acquire));
+        match w.state {
+            State::ForcedOpen => true,
+            State::Open => {
+                s.mode == Mode::Enforce && now_ms < w.since_ms.saturating_add(s.reset_timeout_ms)
+            }
+            _ => false,
+        }
+    }
+
     /// Decides whether a request may go upstream.
     pub fn try_acquire(&self, s: &Settings, now_ms: u64) -> Acquire {
         let mut transition = None;

@@ -13,6 +13,7 @@
 //! - `fail_to_connect` / `fail_to_proxy`: JSON 502/504;
 //! - `logging`: the one place the outcome is recorded (or the permit released).
 
+mod caching;
 mod failure;
 mod request_id;
 mod respond;
@@ -20,7 +21,7 @@ mod respond;
 pub use failure::{classify, ProxyFailure};
 pub use request_id::RequestIds;
 
-use crate::breaker::{FailureKind, Outcome, Permit, State};
+use crate::breaker::{FailureKind, Outcome, Permit};
 use crate::config::HostHeader;
 use crate::gateway::{Gateway, InflightGuard};
 use crate::metrics::RejectReason;
@@ -28,6 +29,10 @@ use crate::router::check_path;
 use crate::runtime::Route;
 use async_trait::async_trait;
 use http::{HeaderValue, Uri};
+use pingora::cache::key::HashBinary;
+use pingora::cache::{
+    CacheKey, CacheMeta, ForcedFreshness, HitHandler, NoCacheReason, RespCacheable,
+};
 use pingora::http::RequestHeader;
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -59,6 +64,7 @@ pub struct RequestCtx {
     started: Instant,
     upstream_status: Option<u16>,
     connect_failed: bool,
+    cache: caching::CacheCtx,
     _inflight: InflightGuard,
 }
 
@@ -85,6 +91,7 @@ impl ProxyHttp for Proxy {
             started: Instant::now(),
             upstream_status: None,
             connect_failed: false,
+            cache: caching::CacheCtx::default(),
             _inflight: self.gateway.track_request(),
         }
     }
@@ -137,6 +144,13 @@ impl ProxyHttp for Proxy {
         let Some(route) = ctx.route.clone() else {
             return Err(Error::explain(InternalError, "no route in context"));
         };
+        if ctx.cache.client.only_if_cached && route.cache.is_some() {
+            // A miss (or a stale entry) for a client that will take only the cache.
+            let body = respond::error_body("not_cached", &route.name);
+            let headers = [("x-cache", "MISS".to_string())];
+            respond::json(session, 504, body, ctx.request_id.as_ref(), &headers).await?;
+            return Ok(false);
+        }
         let Some(upstream) = route.upstreams.select_index() else {
             route.metrics.rejected(RejectReason::NoHealthyUpstream);
             let body = respond::error_body("no_healthy_upstream", &route.name);
@@ -159,28 +173,14 @@ impl ProxyHttp for Proxy {
                 route
                     .metrics
                     .rejected(RejectReason::for_breaker(rejection.state));
-                let (error, extra) = match rejection.state {
-                    State::ForcedOpen => ("route_paused", vec![]),
-                    _ => {
-                        let secs = rejection.retry_after_secs.unwrap_or(1);
-                        ("circuit_open", vec![("retry-after", secs.to_string())])
-                    }
-                };
-                let mut headers = extra;
-                headers.push(("x-fusegate-breaker", rejection.state.as_str().to_string()));
-                let body = match rejection.retry_after_secs {
-                    Some(secs) => format!(
-                        r#"{{"error":"{error}","route":"{}","state":"{}","retry_after_secs":{secs}}}"#,
-                        route.name,
-                        rejection.state.as_str()
-                    ),
-                    None => format!(
-                        r#"{{"error":"{error}","route":"{}","state":"{}"}}"#,
-                        route.name,
-                        rejection.state.as_str()
-                    ),
-                };
-                respond::json(session, 503, body, ctx.request_id.as_ref(), &headers).await?;
+                if caching::can_serve_stale(session) {
+                    // Let pingora serve the stale entry: upstream_peer fails this request
+                    // as an upstream error, which is pingora's stale-if-error path.
+                    ctx.cache.deferred_rejection = Some(rejection);
+                    return Ok(true);
+                }
+                respond::rejection(session, &route.name, rejection, ctx.request_id.as_ref())
+                    .await?;
                 Ok(false)
             }
         }
@@ -191,6 +191,9 @@ impl ProxyHttp for Proxy {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
+        if ctx.cache.deferred_rejection.is_some() {
+            return Err(caching::circuit_open_error());
+        }
         let upstream = ctx
             .route
             .as_ref()
@@ -274,14 +277,83 @@ impl ProxyHttp for Proxy {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut pingora::http::ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let Some(id) = &ctx.request_id {
             upstream_response.insert_header("x-request-id", id.clone())?;
         }
+        if ctx.route.as_ref().is_some_and(|r| r.cache.is_some()) {
+            caching::mark_response(session, upstream_response, &ctx.cache)?;
+        }
         Ok(())
+    }
+
+    fn request_cache_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+        if let Some(rc) = ctx.route.as_ref().and_then(|r| r.cache.as_ref()) {
+            caching::enable(session, rc, &mut ctx.cache);
+        }
+        Ok(())
+    }
+
+    fn cache_key_callback(&self, session: &Session, ctx: &mut RequestCtx) -> Result<CacheKey> {
+        let route = ctx.route.as_ref().map_or("", |r| r.name.as_ref());
+        Ok(caching::key(route, session.req_header()))
+    }
+
+    fn cache_vary_filter(
+        &self,
+        meta: &CacheMeta,
+        _ctx: &mut RequestCtx,
+        req: &RequestHeader,
+    ) -> Option<HashBinary> {
+        crate::cache::variance(meta, req)
+    }
+
+    fn response_cache_filter(
+        &self,
+        session: &Session,
+        resp: &pingora::http::ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<RespCacheable> {
+        Ok(match ctx.route.as_ref().and_then(|r| r.cache.as_ref()) {
+            Some(rc) => caching::cacheable(session, rc, &ctx.cache, resp),
+            None => RespCacheable::Uncacheable(NoCacheReason::Custom("route has no cache")),
+        })
+    }
+
+    async fn cache_hit_filter(
+        &self,
+        _session: &mut Session,
+        meta: &CacheMeta,
+        _hit_handler: &mut HitHandler,
+        is_fresh: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<ForcedFreshness>> {
+        let Some(route) = ctx.route.clone() else {
+            return Ok(None);
+        };
+        let now_ms = self.gateway.clock.now_ms();
+        Ok(caching::hit_filter(
+            &route,
+            meta,
+            is_fresh,
+            now_ms,
+            &mut ctx.cache,
+        ))
+    }
+
+    fn should_serve_stale(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+        error: Option<&Error>,
+    ) -> bool {
+        let Some(route) = ctx.route.clone() else {
+            return false;
+        };
+        caching::should_serve_stale(&route, error, ctx.connect_failed, &mut ctx.cache)
     }
 
     fn fail_to_connect(
@@ -301,6 +373,19 @@ impl ProxyHttp for Proxy {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
+        if let (Some(rejection), Some(route)) = (ctx.cache.deferred_rejection, &ctx.route) {
+            // The breaker refused and no stale entry could be served after all.
+            if session.response_written().is_none() {
+                let id = ctx.request_id.as_ref();
+                if let Err(err) = respond::rejection(session, &route.name, rejection, id).await {
+                    log::debug!("could not send the rejection: {err}");
+                }
+            }
+            return FailToProxy {
+                error_code: 503,
+                can_reuse_downstream: false,
+            };
+        }
         let failure = classify(e.etype(), e.esource(), ctx.connect_failed);
         let mut error_code = 0;
         if let Some((status, error)) = failure.response() {
@@ -333,12 +418,19 @@ impl ProxyHttp for Proxy {
                 .metrics
                 .request(resp.status.as_u16(), elapsed.as_secs_f64());
         }
+        if route.cache.is_some() {
+            route
+                .metrics
+                .cache(caching::result(session, &ctx.cache).as_metric());
+        }
         let Some(permit) = ctx.permit.take() else {
             return;
         };
         let duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
-        let failure = match e {
-            None => match ctx.upstream_status {
+        let failure = match (e, ctx.cache.stale_error) {
+            // The upstream failed and a stale entry was served instead.
+            (_, Some(kind)) => Some(kind),
+            (None, None) => match ctx.upstream_status {
                 Some(status) => route
                     .settings
                     .failure_statuses
@@ -349,7 +441,7 @@ impl ProxyHttp for Proxy {
                     return;
                 }
             },
-            Some(e) => match classify(e.etype(), e.esource(), ctx.connect_failed) {
+            (Some(e), None) => match classify(e.etype(), e.esource(), ctx.connect_failed) {
                 ProxyFailure::Upstream(kind) => Some(kind),
                 ProxyFailure::Downstream { .. } | ProxyFailure::Internal => {
                     route.breaker.release(permit);

@@ -45,3 +45,28 @@ pub fn path_error_body(error: &str, path: &str) -> String {
     let path = serde_json::to_string(path).unwrap_or_else(|_| "\"\"".into());
     format!(r#"{{"error":"{error}","path":{path}}}"#)
 }
+
+/// The breaker's 503: `circuit_open` with `Retry-After`, or `route_paused`.
+pub async fn rejection(
+    session: &mut Session,
+    route: &str,
+    rejection: crate::breaker::Rejection,
+    request_id: Option<&HeaderValue>,
+) -> Result<()> {
+    use crate::breaker::State;
+    let state = rejection.state.as_str();
+    let mut headers = vec![("x-fusegate-breaker", state.to_string())];
+    let body = match (rejection.state, rejection.retry_after_secs) {
+        (State::ForcedOpen, _) => {
+            format!(r#"{{"error":"route_paused","route":"{route}","state":"{state}"}}"#)
+        }
+        (_, secs) => {
+            let secs = secs.unwrap_or(1);
+            headers.push(("retry-after", secs.to_string()));
+            format!(
+                r#"{{"error":"circuit_open","route":"{route}","state":"{state}","retry_after_secs":{secs}}}"#
+            )
+        }
+    };
+    json(session, 503, body, request_id, &headers).await
+}

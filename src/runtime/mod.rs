@@ -12,6 +12,7 @@ pub use registry::BreakerRegistry;
 pub use upstreams::{Upstream, Upstreams};
 
 use crate::breaker::{self, Breaker, StatusSet, WindowShape};
+use crate::cache::{CacheRegistry, RouteCache};
 use crate::config::{BreakerConfig, Config, HostHeader, StatusSpec};
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::ratelimit::{RateLimit, RateLimitRegistry};
@@ -34,6 +35,7 @@ pub struct Route {
     /// Set when the route has active health checks.
     pub health_interval: Option<Duration>,
     pub rate_limit: Option<Arc<RateLimit>>,
+    pub cache: Option<RouteCache>,
     pub metrics: RouteMetrics,
 }
 
@@ -47,6 +49,27 @@ impl Route {
         match path.get(self.prefix.len()..) {
             Some("") | None => "/",
             Some(rest) => rest,
+        }
+    }
+}
+
+/// What outlives route tables, keyed by route name: breakers, rate limiters, cache
+/// storages; and the metric families.
+#[derive(Debug, Default)]
+pub struct Registries {
+    pub breakers: BreakerRegistry,
+    pub rate_limits: RateLimitRegistry,
+    pub caches: CacheRegistry,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Registries {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Registries {
+            breakers: BreakerRegistry::new(),
+            rate_limits: RateLimitRegistry::default(),
+            caches: CacheRegistry::default(),
+            metrics,
         }
     }
 }
@@ -66,12 +89,16 @@ impl Runtime {
     /// `breakers`. Fails when an upstream cannot be resolved.
     pub fn build(
         config: Arc<Config>,
-        breakers: &BreakerRegistry,
-        rate_limits: &RateLimitRegistry,
-        metrics: &Arc<Metrics>,
+        registries: &Registries,
         generation: u64,
         now_ms: u64,
     ) -> Result<Runtime, String> {
+        let Registries {
+            breakers,
+            rate_limits,
+            caches,
+            metrics,
+        } = registries;
         let mut routes = Vec::with_capacity(config.routes.len());
         let mut router = Router::new();
         for (name, rc) in &config.routes {
@@ -97,6 +124,10 @@ impl Runtime {
                     .rate_limit
                     .as_ref()
                     .map(|cfg| rate_limits.get_or_create(name, cfg)),
+                cache: rc
+                    .cache
+                    .as_ref()
+                    .and_then(|cfg| caches.route_cache(name, cfg)),
                 metrics: route_metrics,
             });
             router.insert(&route.prefix, route.clone());
@@ -203,15 +234,8 @@ mod tests {
 
     fn runtime(toml: &str) -> Runtime {
         let config = load_from_str(toml, Format::Toml, false).unwrap();
-        Runtime::build(
-            Arc::new(config),
-            &BreakerRegistry::new(),
-            &RateLimitRegistry::default(),
-            &Arc::new(Metrics::new().unwrap()),
-            1,
-            0,
-        )
-        .unwrap()
+        let registries = Registries::new(Arc::new(Metrics::new().unwrap()));
+        Runtime::build(Arc::new(config), &registries, 1, 0).unwrap()
     }
 
     #[test]
@@ -264,7 +288,7 @@ mod tests {
 
     #[test]
     fn breakers_survive_a_rebuild() {
-        let registry = BreakerRegistry::new();
+        let registries = Registries::new(Arc::new(Metrics::new().unwrap()));
         let config = Arc::new(
             load_from_str(
                 "[routes.a]\nupstreams=[\"127.0.0.1:7001\"]\n",
@@ -273,11 +297,9 @@ mod tests {
             )
             .unwrap(),
         );
-        let metrics = Arc::new(Metrics::new().unwrap());
-        let limits = RateLimitRegistry::default();
-        let first = Runtime::build(config.clone(), &registry, &limits, &metrics, 1, 0).unwrap();
+        let first = Runtime::build(config.clone(), &registries, 1, 0).unwrap();
         first.route("a").unwrap().breaker.pause(1);
-        let second = Runtime::build(config, &registry, &limits, &metrics, 2, 2).unwrap();
+        let second = Runtime::build(config, &registries, 2, 2).unwrap();
         assert_eq!(
             second.route("a").unwrap().breaker.state(),
             crate::breaker::State::ForcedOpen

@@ -43,6 +43,8 @@ pub struct Seen {
 /// An HTTP/1.1 upstream whose answers the test sets: status, delay, hit counter.
 pub struct Upstream {
     pub addr: SocketAddr,
+    headers: Arc<Mutex<Vec<(String, String)>>>,
+    body_size: Arc<AtomicU64>,
     status: Arc<AtomicU16>,
     delay_ms: Arc<AtomicU64>,
     hits: Arc<AtomicU64>,
@@ -57,12 +59,15 @@ impl Upstream {
         let addr = listener.local_addr().expect("upstream addr");
         let u = Upstream {
             addr,
+            headers: Arc::new(Mutex::new(Vec::new())),
+            body_size: Arc::new(AtomicU64::new(0)),
             status: Arc::new(AtomicU16::new(200)),
             delay_ms: Arc::new(AtomicU64::new(0)),
             hits: Arc::new(AtomicU64::new(0)),
             seen: Arc::new(Mutex::new(Vec::new())),
             stop: Arc::new(AtomicBool::new(false)),
         };
+        let (headers, body_size) = (u.headers.clone(), u.body_size.clone());
         let (status, delay, hits, seen, stop) = (
             u.status.clone(),
             u.delay_ms.clone(),
@@ -77,15 +82,17 @@ impl Upstream {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
-                let (status, delay, hits, seen, name, stop) = (
-                    status.clone(),
-                    delay.clone(),
-                    hits.clone(),
-                    seen.clone(),
-                    name.clone(),
-                    stop.clone(),
-                );
-                thread::spawn(move || serve(conn, &name, &status, &delay, &hits, &seen, &stop));
+                let state = ServeState {
+                    name: name.clone(),
+                    status: status.clone(),
+                    delay: delay.clone(),
+                    hits: hits.clone(),
+                    seen: seen.clone(),
+                    stop: stop.clone(),
+                    headers: headers.clone(),
+                    body_size: body_size.clone(),
+                };
+                thread::spawn(move || serve(conn, &state));
             }
         });
         u
@@ -97,6 +104,19 @@ impl Upstream {
 
     pub fn set_status(&self, s: u16) {
         self.status.store(s, Ordering::SeqCst);
+    }
+
+    /// Headers added to every response from now on.
+    pub fn set_headers(&self, headers: &[(&str, &str)]) {
+        *self.headers.lock().unwrap() = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    }
+
+    /// Answers bodies of exactly `n` bytes (0: the default small JSON body).
+    pub fn set_body_size(&self, n: u64) {
+        self.body_size.store(n, Ordering::SeqCst);
     }
 
     pub fn set_delay(&self, d: Duration) {
@@ -131,15 +151,18 @@ impl Drop for Upstream {
     }
 }
 
-fn serve(
-    conn: TcpStream,
-    name: &str,
-    status: &AtomicU16,
-    delay: &AtomicU64,
-    hits: &AtomicU64,
-    seen: &Mutex<Vec<Seen>>,
-    stop: &AtomicBool,
-) {
+struct ServeState {
+    name: String,
+    status: Arc<AtomicU16>,
+    delay: Arc<AtomicU64>,
+    hits: Arc<AtomicU64>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    stop: Arc<AtomicBool>,
+    headers: Arc<Mutex<Vec<(String, String)>>>,
+    body_size: Arc<AtomicU64>,
+}
+
+fn serve(conn: TcpStream, st: &ServeState) {
     let mut reader = BufReader::new(conn.try_clone().expect("clone stream"));
     let mut conn = conn;
     loop {
@@ -169,23 +192,36 @@ fn serve(
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         let mut body = vec![0; len];
-        if reader.read_exact(&mut body).is_err() || stop.load(Ordering::SeqCst) {
+        if reader.read_exact(&mut body).is_err() || st.stop.load(Ordering::SeqCst) {
             return;
         }
-        hits.fetch_add(1, Ordering::SeqCst);
-        seen.lock().unwrap().push(Seen {
+        let n = st.hits.fetch_add(1, Ordering::SeqCst) + 1;
+        let accept = headers.get("accept").cloned().unwrap_or_default();
+        st.seen.lock().unwrap().push(Seen {
             method: method.clone(),
             target: target.clone(),
             headers,
         });
-        let d = delay.load(Ordering::SeqCst);
+        let d = st.delay.load(Ordering::SeqCst);
         if d > 0 {
             thread::sleep(Duration::from_millis(d));
         }
-        let code = status.load(Ordering::SeqCst);
-        let body = format!(r#"{{"upstream":"{name}","target":"{target}"}}"#);
+        let code = st.status.load(Ordering::SeqCst);
+        let size = st.body_size.load(Ordering::SeqCst) as usize;
+        let body = if size > 0 {
+            "x".repeat(size)
+        } else {
+            format!(
+                r#"{{"upstream":"{}","target":"{target}","accept":"{accept}","n":{n}}}"#,
+                st.name
+            )
+        };
+        let mut extra = String::new();
+        for (k, v) in st.headers.lock().unwrap().iter() {
+            extra.push_str(&format!("{k}: {v}\r\n"));
+        }
         let resp = format!(
-            "HTTP/1.1 {code} Status\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
+            "HTTP/1.1 {code} Status\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\n\r\n{}",
             body.len(),
             if method == "HEAD" { "" } else { &body }
         );

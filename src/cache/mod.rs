@@ -1,0 +1,440 @@
+//! Per-route HTTP cache (SPEC §5), on pingora-cache.
+//!
+//! pingora-cache does the HTTP mechanics: lookups, cache lock (concurrent misses on one key
+//! make one upstream request), conditional requests (304 from cache), `Age`, revalidation
+//! and stale-if-error when the upstream fails. This module adds what is fusegate's:
+//! - which responses are stored and for how long ([`cacheability`]): RFC 9111 shared-cache
+//!   rules, plus the route's `default_ttl` and `stale_if_error`;
+//! - the client's `Cache-Control` with Patron's bounds ([`ClientDirectives`],
+//!   [`client_decision`]): `max-age` raised to `min_age`, `min-fresh` capped at
+//!   `max_fresh`, `no-cache`, `only-if-cached`;
+//! - a storage with a hard memory bound ([`storage::BoundedStorage`]), one per route,
+//!   kept by route name across reloads.
+//!
+//! The proxy hooks call in here; the breaker never sees a cache hit.
+
+pub mod storage;
+
+use crate::config::CacheConfig;
+use pingora::cache::cache_control::{CacheControl, Cacheable, DirectiveKey, InterpretCacheControl};
+use pingora::cache::filters::calculate_fresh_until;
+use pingora::cache::key::HashBinary;
+use pingora::cache::lock::{CacheKeyLockImpl, CacheLock};
+use pingora::cache::{CacheMeta, CacheMetaDefaults, VarianceBuilder};
+use pingora::http::{RequestHeader, ResponseHeader};
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock, PoisonError};
+use std::time::{Duration, SystemTime};
+use storage::BoundedStorage;
+
+/// Statuses whose responses may be stored.
+pub const CACHEABLE_STATUSES: [u16; 7] = [200, 203, 204, 300, 301, 404, 410];
+
+/// How long a cache-lock writer may hold a key before readers stop waiting for it.
+const LOCK_AGE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The cache lock shared by every route: request coalescing per cache key.
+pub fn lock() -> &'static CacheKeyLockImpl {
+    static LOCK: OnceLock<CacheLock> = OnceLock::new();
+    LOCK.get_or_init(|| CacheLock::new(LOCK_AGE_TIMEOUT))
+}
+
+/// A route's cache settings, ready for the request path.
+#[derive(Debug, Clone)]
+pub struct RouteCache {
+    pub storage: &'static BoundedStorage,
+    pub max_object_bytes: usize,
+    pub default_ttl: Duration,
+    pub min_age: Duration,
+    /// Zero: no ceiling.
+    pub max_fresh: Duration,
+    pub stale_if_error: Duration,
+}
+
+impl std::fmt::Debug for BoundedStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BoundedStorage({} bytes)", self.used_bytes())
+    }
+}
+
+/// Storages by route name. A storage lives as long as the process (pingora needs
+/// `'static` storage), so each route name gets exactly one, whose limits a reload updates.
+#[derive(Debug, Default)]
+pub struct CacheRegistry {
+    by_route: Mutex<HashMap<String, &'static BoundedStorage>>,
+}
+
+impl CacheRegistry {
+    /// The route's cache, or `None` when it has none (or `enabled = false`).
+    pub fn route_cache(&self, route: &str, cfg: &CacheConfig) -> Option<RouteCache> {
+        if !cfg.enabled {
+            return None;
+        }
+        let max_bytes = usize::try_from(cfg.max_bytes.0).unwrap_or(usize::MAX);
+        let max_object = usize::try_from(cfg.max_object_bytes.0).unwrap_or(usize::MAX);
+        let mut map = self.by_route.lock().unwrap_or_else(PoisonError::into_inner);
+        let storage = match map.get(route) {
+            Some(s) => {
+                s.set_limits(max_bytes, max_object);
+                *s
+            }
+            None => {
+                let s: &'static BoundedStorage =
+                    Box::leak(Box::new(BoundedStorage::new(max_bytes, max_object)));
+                map.insert(route.to_string(), s);
+                s
+            }
+        };
+        Some(RouteCache {
+            storage,
+            max_object_bytes: max_object,
+            default_ttl: cfg.default_ttl.0,
+            min_age: cfg.min_age.0,
+            max_fresh: cfg.max_fresh.0,
+            stale_if_error: cfg.stale_if_error.0,
+        })
+    }
+}
+
+/// What the client's `Cache-Control` asks of the cache.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientDirectives {
+    pub max_age: Option<u32>,
+    pub min_fresh: Option<u32>,
+    pub no_cache: bool,
+    pub no_store: bool,
+    pub only_if_cached: bool,
+}
+
+impl ClientDirectives {
+    pub fn from_request(req: &RequestHeader) -> Self {
+        let Some(cc) = CacheControl::from_req_headers(req) else {
+            let pragma_no_cache = req
+                .headers
+                .get("pragma")
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"no-cache"));
+            return ClientDirectives {
+                no_cache: pragma_no_cache,
+                ..Default::default()
+            };
+        };
+        let seconds = |name: &str| {
+            cc.directives
+                .get(&DirectiveKey::from_lowercase(name))
+                .and_then(|v| v.as_ref())
+                .and_then(|v| v.parse_as_delta_seconds().ok())
+        };
+        ClientDirectives {
+            max_age: seconds("max-age"),
+            min_fresh: seconds("min-fresh"),
+            no_cache: cc.no_cache(),
+            no_store: cc.no_store(),
+            only_if_cached: cc.only_if_cached(),
+        }
+    }
+}
+
+/// What to do with a cached entry for this client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientDecision {
+    /// The entry does not satisfy the client: go upstream (revalidate).
+    pub revalidate: bool,
+    /// A client bound was changed by `min_age` or `max_fresh`.
+    pub adjusted: bool,
+}
+
+/// Applies the client's directives, bounded by the route's `min_age` and `max_fresh`,
+/// to an entry of `age` with `fresh_for` left (zero when stale).
+pub fn client_decision(
+    d: &ClientDirectives,
+    rc: &RouteCache,
+    age: Duration,
+    fresh_for: Duration,
+) -> ClientDecision {
+    let mut adjusted = false;
+    let mut revalidate = false;
+    if d.no_cache {
+        if !rc.min_age.is_zero() && age < rc.min_age {
+            adjusted = true;
+        } else {
+            revalidate = true;
+        }
+    }
+    if let Some(n) = d.max_age {
+        let asked = Duration::from_secs(u64::from(n));
+        let allowed = asked.max(rc.min_age);
+        adjusted |= allowed != asked;
+        revalidate |= age > allowed;
+    }
+    if let Some(n) = d.min_fresh {
+        let asked = Duration::from_secs(u64::from(n));
+        let wanted = if rc.max_fresh.is_zero() {
+            asked
+        } else {
+            asked.min(rc.max_fresh)
+        };
+        adjusted |= wanted != asked;
+        revalidate |= fresh_for < wanted;
+    }
+    ClientDecision {
+        revalidate,
+        adjusted,
+    }
+}
+
+/// Why a response is not stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotStored {
+    Status,
+    NoStore,
+    Private,
+    SetCookie,
+    Authorization,
+    VaryStar,
+}
+
+impl NotStored {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotStored::Status => "status",
+            NotStored::NoStore => "no-store",
+            NotStored::Private => "private",
+            NotStored::SetCookie => "set-cookie",
+            NotStored::Authorization => "authorization",
+            NotStored::VaryStar => "vary-star",
+        }
+    }
+}
+
+static NO_DEFAULTS: CacheMetaDefaults = CacheMetaDefaults::new(|_| None, 0, 0);
+
+/// The metadata to store a response under, or why it is not stored.
+pub fn cacheability(
+    rc: &RouteCache,
+    client: &ClientDirectives,
+    authorization: bool,
+    resp: &ResponseHeader,
+    now: SystemTime,
+) -> Result<CacheMeta, NotStored> {
+    if !CACHEABLE_STATUSES.contains(&resp.status.as_u16()) {
+        return Err(NotStored::Status);
+    }
+    if client.no_store {
+        return Err(NotStored::NoStore);
+    }
+    if resp.headers.contains_key(http::header::SET_COOKIE) {
+        return Err(NotStored::SetCookie);
+    }
+    if vary_names(resp).iter().any(|n| n == "*") {
+        return Err(NotStored::VaryStar);
+    }
+    let cc = CacheControl::from_resp_headers(resp);
+    if let Some(c) = &cc {
+        if c.no_store() {
+            return Err(NotStored::NoStore);
+        }
+        if c.private() || c.is_cacheable() == Cacheable::No {
+            return Err(NotStored::Private);
+        }
+    }
+    if authorization
+        && !cc
+            .as_ref()
+            .is_some_and(|c| c.allow_caching_authorized_req())
+    {
+        return Err(NotStored::Authorization);
+    }
+    let fresh_until = calculate_fresh_until(now, cc.as_ref(), resp, authorization, &NO_DEFAULTS)
+        .unwrap_or(now + rc.default_ttl);
+    let stale_if_error = cc
+        .as_ref()
+        .and_then(|c| c.serve_stale_if_error_duration())
+        .unwrap_or(rc.stale_if_error);
+    let secs = |d: Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
+    Ok(CacheMeta::new(
+        fresh_until,
+        now,
+        0,
+        secs(stale_if_error),
+        resp.clone(),
+    ))
+}
+
+/// The header names a response's `Vary` lists, lower-cased.
+pub fn vary_names(resp: &ResponseHeader) -> Vec<String> {
+    resp.headers
+        .get_all(http::header::VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .filter(|n| !n.is_empty())
+        .collect()
+}
+
+/// The variance of a request for an entry whose response varies: the values of the
+/// request headers its `Vary` names. `None` when it does not vary.
+pub fn variance(meta: &CacheMeta, req: &RequestHeader) -> Option<HashBinary> {
+    let names = vary_names(meta.response_header());
+    if names.is_empty() {
+        return None;
+    }
+    let mut vb = VarianceBuilder::new();
+    for name in names {
+        let value: Vec<u8> = req
+            .headers
+            .get_all(name.as_str())
+            .iter()
+            .map(|v| v.as_bytes())
+            .collect::<Vec<_>>()
+            .join(&b","[..]);
+        vb.add_owned_name_value(name, value);
+    }
+    vb.finalize()
+}
+
+/// The cache key's primary part: method, host, path and query, each length-prefixed.
+pub fn primary_key(route: &str, req: &RequestHeader) -> Vec<u8> {
+    let host = req
+        .headers
+        .get(http::header::HOST)
+        .map(|h| h.as_bytes())
+        .or_else(|| req.uri.host().map(str::as_bytes))
+        .unwrap_or(b"");
+    let path_and_query = req.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut key = Vec::with_capacity(route.len() + host.len() + path_and_query.len() + 40);
+    for part in [
+        route.as_bytes(),
+        req.method.as_str().as_bytes(),
+        host,
+        path_and_query.as_bytes(),
+    ] {
+        key.extend_from_slice(&(part.len() as u64).to_be_bytes());
+        key.extend_from_slice(part);
+    }
+    key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rc(min_age: u64, max_fresh: u64) -> RouteCache {
+        RouteCache {
+            storage: Box::leak(Box::new(BoundedStorage::new(1 << 20, 1 << 16))),
+            max_object_bytes: 1 << 16,
+            default_ttl: Duration::ZERO,
+            min_age: Duration::from_secs(min_age),
+            max_fresh: Duration::from_secs(max_fresh),
+            stale_if_error: Duration::from_secs(300),
+        }
+    }
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    fn client(header: &str) -> ClientDirectives {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.insert_header("cache-control", header).unwrap();
+        ClientDirectives::from_request(&req)
+    }
+
+    #[test]
+    fn client_max_age_is_raised_to_min_age() {
+        let d = client("max-age=5");
+        let plain = client_decision(&d, &rc(0, 0), secs(10), secs(50));
+        assert_eq!((plain.revalidate, plain.adjusted), (true, false));
+        let floored = client_decision(&d, &rc(30, 0), secs(10), secs(50));
+        assert_eq!((floored.revalidate, floored.adjusted), (false, true));
+    }
+
+    #[test]
+    fn client_min_fresh_is_capped_at_max_fresh() {
+        let d = client("min-fresh=100");
+        let plain = client_decision(&d, &rc(0, 0), secs(1), secs(50));
+        assert_eq!((plain.revalidate, plain.adjusted), (true, false));
+        let capped = client_decision(&d, &rc(0, 20), secs(1), secs(50));
+        assert_eq!((capped.revalidate, capped.adjusted), (false, true));
+    }
+
+    #[test]
+    fn no_cache_revalidates_unless_the_entry_is_younger_than_min_age() {
+        let d = client("no-cache");
+        assert!(client_decision(&d, &rc(0, 0), secs(1), secs(50)).revalidate);
+        let young = client_decision(&d, &rc(10, 0), secs(1), secs(50));
+        assert_eq!((young.revalidate, young.adjusted), (false, true));
+        assert!(client_decision(&d, &rc(10, 0), secs(11), secs(50)).revalidate);
+    }
+
+    #[test]
+    fn only_if_cached_and_no_store_are_read() {
+        let d = client("only-if-cached, no-store");
+        assert!(d.only_if_cached && d.no_store);
+    }
+
+    fn resp(status: u16, headers: &[(&str, &str)]) -> ResponseHeader {
+        let mut r = ResponseHeader::build(status, None).unwrap();
+        for (k, v) in headers {
+            r.append_header(k.to_string(), *v).unwrap();
+        }
+        r
+    }
+
+    #[test]
+    fn storage_rules_follow_rfc_9111_for_shared_caches() {
+        let rc = rc(0, 0);
+        let d = ClientDirectives::default();
+        let now = SystemTime::now();
+        let ok = |r: &ResponseHeader, auth: bool| cacheability(&rc, &d, auth, r, now);
+        let fresh = ok(&resp(200, &[("cache-control", "max-age=60")]), false).unwrap();
+        assert!(fresh.is_fresh(now + secs(59)) && !fresh.is_fresh(now + secs(61)));
+        let shared = ok(
+            &resp(200, &[("cache-control", "max-age=5, s-maxage=60")]),
+            false,
+        )
+        .unwrap();
+        assert!(shared.is_fresh(now + secs(59)));
+        for (r, why) in [
+            (
+                resp(200, &[("cache-control", "no-store")]),
+                NotStored::NoStore,
+            ),
+            (
+                resp(200, &[("cache-control", "private")]),
+                NotStored::Private,
+            ),
+            (resp(200, &[("set-cookie", "a=b")]), NotStored::SetCookie),
+            (resp(200, &[("vary", "*")]), NotStored::VaryStar),
+            (resp(500, &[]), NotStored::Status),
+            (resp(302, &[]), NotStored::Status),
+        ] {
+            assert_eq!(ok(&r, false).err(), Some(why));
+        }
+        assert_eq!(
+            ok(&resp(200, &[("cache-control", "max-age=60")]), true).err(),
+            Some(NotStored::Authorization)
+        );
+        assert!(ok(&resp(200, &[("cache-control", "public, max-age=60")]), true).is_ok());
+        assert!(ok(&resp(404, &[]), false).is_ok(), "404 is storable");
+    }
+
+    #[test]
+    fn default_ttl_applies_only_without_freshness_information() {
+        let mut rc = rc(0, 0);
+        rc.default_ttl = secs(30);
+        let now = SystemTime::now();
+        let d = ClientDirectives::default();
+        let m = cacheability(&rc, &d, false, &resp(200, &[]), now).unwrap();
+        assert!(m.is_fresh(now + secs(29)) && !m.is_fresh(now + secs(31)));
+        let m = cacheability(
+            &rc,
+            &d,
+            false,
+            &resp(200, &[("cache-control", "max-age=2")]),
+            now,
+        )
+        .unwrap();
+        assert!(!m.is_fresh(now + secs(3)));
+    }
+}

@@ -1,0 +1,383 @@
+//! The per-route cache end to end: a real upstream that counts hits and sends the headers
+//! each test chooses.
+
+mod common;
+
+use common::{request, wait_until, Gateway, Upstream};
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+fn cached_route(up: &Upstream, cache: &str, breaker: &str) -> String {
+    format!(
+        "[routes.c]\nupstreams = [\"{}\"]\nbreaker = {{ {breaker} }}\n\n[routes.c.cache]\n{cache}\n",
+        up.url()
+    )
+}
+
+fn wait_for(d: Duration) {
+    let until = Instant::now() + d;
+    while Instant::now() < until {
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_fresh_entry_is_served_without_asking_the_upstream() {
+    let up = Upstream::start("c");
+    up.set_headers(&[("Cache-Control", "max-age=60")]);
+    let gw = Gateway::start(&cached_route(&up, "", ""));
+    let first = gw.get("/api/c/item?x=1");
+    assert_eq!((first.status, first.header("x-cache")), (200, Some("MISS")));
+    let second = gw.get("/api/c/item?x=1");
+    assert_eq!(
+        (second.status, second.header("x-cache")),
+        (200, Some("HIT"))
+    );
+    assert_eq!(second.body, first.body, "the cached body");
+    assert!(second.header("age").is_some());
+    assert!(second.header("x-request-id").is_some());
+    assert_eq!(up.hits(), 1);
+    // Another query string is another entry.
+    assert_eq!(gw.get("/api/c/item?x=2").header("x-cache"), Some("MISS"));
+    assert_eq!(up.hits(), 2);
+    // HEAD is answered from its own entry.
+    assert_eq!(request("HEAD", &gw.url("/api/c/item?x=1"), &[]).status, 200);
+
+    wait_until("cache metrics", Duration::from_secs(10), || {
+        let m = gw.admin("GET", "/metrics").body;
+        m.contains("fusegate_cache_total{result=\"hit\",route=\"c\"} 1")
+            && m.contains("fusegate_cache_total{result=\"miss\",route=\"c\"} 3")
+    });
+}
+
+#[test]
+fn what_must_not_be_stored_never_is() {
+    for (headers, req_headers, method) in [
+        (vec![("Cache-Control", "no-store")], vec![], "GET"),
+        (
+            vec![("Cache-Control", "private, max-age=60")],
+            vec![],
+            "GET",
+        ),
+        (
+            vec![("Cache-Control", "max-age=60"), ("Set-Cookie", "s=1")],
+            vec![],
+            "GET",
+        ),
+        (
+            vec![("Cache-Control", "max-age=60")],
+            vec![("authorization", "Bearer x")],
+            "GET",
+        ),
+        (vec![("Cache-Control", "max-age=60")], vec![], "POST"),
+        (
+            vec![("Cache-Control", "max-age=60")],
+            vec![("cache-control", "no-store")],
+            "GET",
+        ),
+    ] {
+        let up = Upstream::start("c");
+        up.set_headers(&headers);
+        let gw = Gateway::start(&cached_route(&up, "", ""));
+        for _ in 0..3 {
+            let r = request(method, &gw.url("/api/c/x"), &req_headers);
+            assert_eq!(r.status, 200);
+            assert_ne!(
+                r.header("x-cache"),
+                Some("HIT"),
+                "{headers:?} {req_headers:?} {method}"
+            );
+        }
+        assert_eq!(
+            up.hits(),
+            3,
+            "{headers:?} {req_headers:?} {method}: every request went upstream"
+        );
+    }
+}
+
+#[test]
+fn an_authorized_response_marked_public_is_stored() {
+    let up = Upstream::start("c");
+    up.set_headers(&[("Cache-Control", "public, max-age=60")]);
+    let gw = Gateway::start(&cached_route(&up, "", ""));
+    let auth = [("authorization", "Bearer x")];
+    request("GET", &gw.url("/api/c/x"), &auth);
+    assert_eq!(
+        request("GET", &gw.url("/api/c/x"), &auth).header("x-cache"),
+        Some("HIT")
+    );
+    assert_eq!(up.hits(), 1);
+}
+
+#[test]
+fn entries_expire_and_default_ttl_applies_without_freshness_information() {
+    let up = Upstream::start("c");
+    up.set_headers(&[("Cache-Control", "max-age=1")]);
+    let gw = Gateway::start(&cached_route(&up, "default_ttl = \"60s\"", ""));
+    gw.get("/api/c/short");
+    assert_eq!(gw.get("/api/c/short").header("x-cache"), Some("HIT"));
+    wait_for(Duration::from_millis(1200));
+    assert_eq!(
+        gw.get("/api/c/short").header("x-cache"),
+        Some("MISS"),
+        "expired"
+    );
+    assert_eq!(up.hits(), 2);
+
+    up.set_headers(&[]);
+    gw.get("/api/c/untold");
+    assert_eq!(
+        gw.get("/api/c/untold").header("x-cache"),
+        Some("HIT"),
+        "default_ttl"
+    );
+    assert_eq!(up.hits(), 3);
+}
+
+#[test]
+fn client_cache_control_without_bounds() {
+    let up = Upstream::start("c");
+    up.set_headers(&[("Cache-Control", "max-age=60")]);
+    let gw = Gateway::start(&cached_route(&up, "", ""));
+    gw.get("/api/c/x");
+    wait_for(Duration::from_millis(1100));
+    let get = |cc: &str| request("GET", &gw.url("/api/c/x"), &[("cache-control", cc)]);
+
+    let r = get("max-age=0");
+    assert_eq!(
+        up.hits(),
+        2,
+        "max-age=0: the entry is too old for this client"
+    );
+    assert_eq!(r.header("warning"), None);
+    assert_eq!(get("max-age=30").header("x-cache"), Some("HIT"));
+    get("min-fresh=100");
+    assert_eq!(up.hits(), 3, "min-fresh=100: not fresh long enough");
+    get("no-cache");
+    assert_eq!(up.hits(), 4, "no-cache goes upstream");
+
+    let r = get("only-if-cached");
+    assert_eq!((r.status, r.header("x-cache")), (200, Some("HIT")));
+    let r = request(
+        "GET",
+        &gw.url("/api/c/never-fetched"),
+        &[("cache-control", "only-if-cached")],
+    );
+    assert_eq!(r.status, 504);
+    assert_eq!(r.json()["error"], "not_cached");
+    assert_eq!(up.hits(), 4);
+}
+
+#[test]
+fn client_bounds_are_adjusted_by_min_age_and_max_fresh() {
+    let up = Upstream::start("c");
+    up.set_headers(&[("Cache-Control", "max-age=60")]);
+    let gw = Gateway::start(&cached_route(
+        &up,
+        "min_age = \"30s\"\nmax_fresh = \"10s\"",
+        "",
+    ));
+    gw.get("/api/c/x");
+    wait_for(Duration::from_millis(1100));
+    let get = |cc: &str| request("GET", &gw.url("/api/c/x"), &[("cache-control", cc)]);
+    for cc in ["max-age=0", "min-fresh=100", "no-cache"] {
+        let r = get(cc);
+        assert_eq!(r.header("x-cache"), Some("HIT"), "{cc}");
+        assert_eq!(
+            r.header("warning"),
+            Some("199 - \"cache-control adjusted\""),
+            "{cc}"
+        );
+    }
+    assert_eq!(
+        up.hits(),
+        1,
+        "the bounds kept every request off the upstream"
+    );
+    assert_eq!(
+        get("max-age=45").header("warning"),
+        None,
+        "within bounds: not adjusted"
+    );
+}
+
+#[test]
+fn concurrent_misses_make_one_upstream_request() {
+    let up = Upstream::start("c");
+    up.set_headers(&[("Cache-Control", "max-age=60")]);
+    up.set_delay(Duration::from_millis(500));
+    let gw = Gateway::start(&cached_route(&up, "", ""));
+    let barrier = Arc::new(Barrier::new(20));
+    let url = gw.url("/api/c/popular");
+    let handles: Vec<_> = (0..20)
+        .map(|_| {
+            let (b, url) = (barrier.clone(), url.clone());
+            thread::spawn(move || {
+                b.wait();
+                common::get(&url)
+            })
+        })
+        .collect();
+    let bodies: Vec<String> = handles
+        .into_iter()
+        .map(|h| {
+            let r = h.join().unwrap();
+            assert_eq!(r.status, 200);
+            r.body
+        })
+        .collect();
+    assert_eq!(
+        up.hits(),
+        1,
+        "one upstream request for 20 concurrent misses"
+    );
+    assert!(bodies.iter().all(|b| b == &bodies[0]));
+}
+
+#[test]
+fn vary_keeps_variants_apart() {
+    let up = Upstream::start("c");
+    up.set_headers(&[("Cache-Control", "max-age=60"), ("Vary", "Accept")]);
+    let gw = Gateway::start(&cached_route(&up, "", ""));
+    let get = |accept: &str| request("GET", &gw.url("/api/c/v"), &[("accept", accept)]);
+    let json = get("application/json");
+    let text = get("text/plain");
+    assert_eq!(up.hits(), 2, "two variants, two fetches");
+    let again = get("application/json");
+    assert_eq!(again.header("x-cache"), Some("HIT"));
+    assert_eq!(again.json()["accept"], "application/json");
+    assert_eq!(again.body, json.body);
+    assert_eq!(get("text/plain").body, text.body);
+    assert_eq!(up.hits(), 2);
+}
+
+#[test]
+fn conditional_requests_are_answered_304_from_the_cache() {
+    let up = Upstream::start("c");
+    up.set_headers(&[
+        ("Cache-Control", "max-age=60"),
+        ("ETag", "\"v1\""),
+        ("Last-Modified", "Mon, 23 Nov 2026 10:00:00 GMT"),
+    ]);
+    let gw = Gateway::start(&cached_route(&up, "", ""));
+    gw.get("/api/c/doc");
+    let r = request("GET", &gw.url("/api/c/doc"), &[("if-none-match", "\"v1\"")]);
+    assert_eq!(r.status, 304);
+    let r = request(
+        "GET",
+        &gw.url("/api/c/doc"),
+        &[("if-modified-since", "Mon, 23 Nov 2026 11:00:00 GMT")],
+    );
+    assert_eq!(r.status, 304);
+    assert_eq!(up.hits(), 1);
+}
+
+#[test]
+fn stale_entries_stand_in_while_the_upstream_fails_then_the_503_contract_returns() {
+    let up = Upstream::start("c");
+    up.set_headers(&[("Cache-Control", "max-age=1")]);
+    let gw = Gateway::start(&cached_route(
+        &up,
+        "stale_if_error = \"3s\"",
+        "volume_threshold = 2, reset_timeout = \"60s\"",
+    ));
+    let original = gw.get("/api/c/menu");
+    let fetched_at = Instant::now();
+    wait_for(Duration::from_millis(1100));
+
+    // The upstream fails: the stale entry answers, and the failures count.
+    up.set_status(500);
+    for _ in 0..2 {
+        let r = gw.get("/api/c/menu");
+        assert_eq!(
+            (r.status, r.header("x-cache")),
+            (200, Some("STALE")),
+            "{}",
+            r.body
+        );
+        assert_eq!(r.header("warning"), Some("110 - \"Response is Stale\""));
+        assert_eq!(r.body, original.body);
+    }
+    gw.wait_state("c", "open");
+
+    // The breaker is open: the stale entry answers without asking the upstream.
+    let hits = up.hits();
+    let r = gw.get("/api/c/menu");
+    assert_eq!((r.status, r.header("x-cache")), (200, Some("STALE")));
+    assert_eq!(up.hits(), hits);
+
+    // A path never cached gets the breaker's 503.
+    let r = gw.get("/api/c/other");
+    assert_eq!(
+        (r.status, r.json()["error"].clone()),
+        (503, "circuit_open".into())
+    );
+
+    // Past stale_if_error, the 503 contract returns.
+    wait_for((fetched_at + Duration::from_millis(4300)).saturating_duration_since(Instant::now()));
+    let r = gw.get("/api/c/menu");
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.json()["error"], "circuit_open");
+    assert_eq!(r.header("x-fusegate-breaker"), Some("open"));
+}
+
+#[test]
+fn a_dead_upstream_is_covered_by_the_stale_entry() {
+    let up = Upstream::start("c");
+    up.set_headers(&[("Cache-Control", "max-age=1")]);
+    let gw = Gateway::start(&cached_route(
+        &up,
+        "stale_if_error = \"60s\"",
+        "volume_threshold = 50",
+    ));
+    let original = gw.get("/api/c/x");
+    up.kill();
+    wait_for(Duration::from_millis(1100));
+    let r = gw.get("/api/c/x");
+    assert_eq!((r.status, r.header("x-cache")), (200, Some("STALE")));
+    assert_eq!(r.body, original.body);
+    gw.wait_window("c", 2);
+    assert_eq!(
+        gw.breaker("c")["window"]["failures"],
+        1,
+        "the connect failure counted"
+    );
+}
+
+#[test]
+fn memory_stays_under_max_bytes_after_writing_ten_times_that() {
+    let up = Upstream::start("c");
+    up.set_headers(&[("Cache-Control", "max-age=600")]);
+    up.set_body_size(4096);
+    let gw = Gateway::start(&cached_route(
+        &up,
+        "max_bytes = \"64KiB\"\nmax_object_bytes = \"8KiB\"",
+        "",
+    ));
+    for i in 0..160 {
+        assert_eq!(gw.get(&format!("/api/c/blob/{i}")).status, 200);
+    }
+    let cache = gw.breaker("c")["cache"].clone();
+    let bytes = cache["bytes"].as_u64().unwrap();
+    assert!(bytes <= 64 * 1024, "{cache}");
+    assert!(bytes > 32 * 1024, "the cache is in use: {cache}");
+    assert_eq!(cache["max_bytes"], 64 * 1024);
+    assert_eq!(
+        gw.get("/api/c/blob/159").header("x-cache"),
+        Some("HIT"),
+        "recent: kept"
+    );
+    assert_eq!(
+        gw.get("/api/c/blob/0").header("x-cache"),
+        Some("MISS"),
+        "oldest: evicted"
+    );
+
+    // An object over max_object_bytes is passed on but not stored.
+    up.set_body_size(9000);
+    let big = gw.get("/api/c/big");
+    assert_eq!((big.status, big.body.len()), (200, 9000));
+    assert_ne!(gw.get("/api/c/big").header("x-cache"), Some("HIT"));
+}
