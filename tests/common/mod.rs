@@ -485,21 +485,7 @@ pub fn get(url: &str) -> Resp {
 /// Sends a request line as written (no client-side path normalisation) and returns the
 /// status code and the whole response text.
 pub fn raw_get(port: u16, target: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    let status = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, out)
+    get_from("127.0.0.1", port, target)
 }
 
 /// A GET sent from a chosen loopback source address (e.g. 127.0.0.2); returns the status
