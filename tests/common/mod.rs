@@ -40,16 +40,36 @@ pub struct Seen {
     pub headers: HashMap<String, String>,
 }
 
-/// An HTTP/1.1 upstream whose answers the test sets: status, delay, hit counter.
+/// How the test upstream misbehaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Answers normally.
+    None = 0,
+    /// Accepts the request and never answers.
+    Hang = 1,
+    /// Answers bytes that are not HTTP.
+    Garbage = 2,
+    /// Sends the headers and part of the body, then closes the connection.
+    CloseMidBody = 3,
+}
+
+/// An HTTP/1.1 upstream whose answers the test sets: status, delay, headers, body size,
+/// faults; it counts hits and can be killed and revived on the same port.
 pub struct Upstream {
     pub addr: SocketAddr,
-    headers: Arc<Mutex<Vec<(String, String)>>>,
-    body_size: Arc<AtomicU64>,
-    status: Arc<AtomicU16>,
-    delay_ms: Arc<AtomicU64>,
-    hits: Arc<AtomicU64>,
-    seen: Arc<Mutex<Vec<Seen>>>,
-    stop: Arc<AtomicBool>,
+    st: Arc<ServeState>,
+}
+
+struct ServeState {
+    name: String,
+    status: AtomicU16,
+    delay: AtomicU64,
+    hits: AtomicU64,
+    seen: Mutex<Vec<Seen>>,
+    stop: AtomicBool,
+    headers: Mutex<Vec<(String, String)>>,
+    body_size: AtomicU64,
+    fault: std::sync::atomic::AtomicU8,
 }
 
 impl Upstream {
@@ -57,45 +77,19 @@ impl Upstream {
     pub fn start(name: &str) -> Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
         let addr = listener.local_addr().expect("upstream addr");
-        let u = Upstream {
-            addr,
-            headers: Arc::new(Mutex::new(Vec::new())),
-            body_size: Arc::new(AtomicU64::new(0)),
-            status: Arc::new(AtomicU16::new(200)),
-            delay_ms: Arc::new(AtomicU64::new(0)),
-            hits: Arc::new(AtomicU64::new(0)),
-            seen: Arc::new(Mutex::new(Vec::new())),
-            stop: Arc::new(AtomicBool::new(false)),
-        };
-        let (headers, body_size) = (u.headers.clone(), u.body_size.clone());
-        let (status, delay, hits, seen, stop) = (
-            u.status.clone(),
-            u.delay_ms.clone(),
-            u.hits.clone(),
-            u.seen.clone(),
-            u.stop.clone(),
-        );
-        let name = name.to_string();
-        thread::spawn(move || {
-            for conn in listener.incoming() {
-                if stop.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(conn) = conn else { continue };
-                let state = ServeState {
-                    name: name.clone(),
-                    status: status.clone(),
-                    delay: delay.clone(),
-                    hits: hits.clone(),
-                    seen: seen.clone(),
-                    stop: stop.clone(),
-                    headers: headers.clone(),
-                    body_size: body_size.clone(),
-                };
-                thread::spawn(move || serve(conn, &state));
-            }
+        let st = Arc::new(ServeState {
+            name: name.to_string(),
+            status: AtomicU16::new(200),
+            delay: AtomicU64::new(0),
+            hits: AtomicU64::new(0),
+            seen: Mutex::new(Vec::new()),
+            stop: AtomicBool::new(false),
+            headers: Mutex::new(Vec::new()),
+            body_size: AtomicU64::new(0),
+            fault: std::sync::atomic::AtomicU8::new(0),
         });
-        u
+        accept_loop(listener, st.clone());
+        Upstream { addr, st }
     }
 
     pub fn url(&self) -> String {
@@ -103,12 +97,16 @@ impl Upstream {
     }
 
     pub fn set_status(&self, s: u16) {
-        self.status.store(s, Ordering::SeqCst);
+        self.st.status.store(s, Ordering::SeqCst);
+    }
+
+    pub fn set_fault(&self, f: Fault) {
+        self.st.fault.store(f as u8, Ordering::SeqCst);
     }
 
     /// Headers added to every response from now on.
     pub fn set_headers(&self, headers: &[(&str, &str)]) {
-        *self.headers.lock().unwrap() = headers
+        *self.st.headers.lock().unwrap() = headers
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
@@ -116,26 +114,41 @@ impl Upstream {
 
     /// Answers bodies of exactly `n` bytes (0: the default small JSON body).
     pub fn set_body_size(&self, n: u64) {
-        self.body_size.store(n, Ordering::SeqCst);
+        self.st.body_size.store(n, Ordering::SeqCst);
     }
 
     pub fn set_delay(&self, d: Duration) {
-        self.delay_ms.store(d.as_millis() as u64, Ordering::SeqCst);
+        self.st.delay.store(d.as_millis() as u64, Ordering::SeqCst);
     }
 
     /// Stops the server: new connections are refused, open ones close at their next
     /// request.
     pub fn kill(&self) {
-        self.stop.store(true, Ordering::SeqCst);
+        self.st.stop.store(true, Ordering::SeqCst);
         let _ = TcpStream::connect(self.addr);
     }
 
+    /// Listens again on the same address after [`Upstream::kill`].
+    pub fn revive(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let listener = loop {
+            match TcpListener::bind(self.addr) {
+                Ok(l) => break l,
+                Err(e) if Instant::now() > deadline => panic!("cannot rebind {}: {e}", self.addr),
+                Err(_) => thread::sleep(Duration::from_millis(20)),
+            }
+        };
+        self.st.stop.store(false, Ordering::SeqCst);
+        accept_loop(listener, self.st.clone());
+    }
+
     pub fn hits(&self) -> u64 {
-        self.hits.load(Ordering::SeqCst)
+        self.st.hits.load(Ordering::SeqCst)
     }
 
     pub fn last_seen(&self) -> Seen {
-        self.seen
+        self.st
+            .seen
             .lock()
             .unwrap()
             .last()
@@ -146,20 +159,21 @@ impl Upstream {
 
 impl Drop for Upstream {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(self.addr);
+        self.kill();
     }
 }
 
-struct ServeState {
-    name: String,
-    status: Arc<AtomicU16>,
-    delay: Arc<AtomicU64>,
-    hits: Arc<AtomicU64>,
-    seen: Arc<Mutex<Vec<Seen>>>,
-    stop: Arc<AtomicBool>,
-    headers: Arc<Mutex<Vec<(String, String)>>>,
-    body_size: Arc<AtomicU64>,
+fn accept_loop(listener: TcpListener, st: Arc<ServeState>) {
+    thread::spawn(move || {
+        for conn in listener.incoming() {
+            if st.stop.load(Ordering::SeqCst) {
+                break;
+            }
+            let Ok(conn) = conn else { continue };
+            let st = st.clone();
+            thread::spawn(move || serve(conn, &st));
+        }
+    });
 }
 
 fn serve(conn: TcpStream, st: &ServeState) {
@@ -205,6 +219,26 @@ fn serve(conn: TcpStream, st: &ServeState) {
         let d = st.delay.load(Ordering::SeqCst);
         if d > 0 {
             thread::sleep(Duration::from_millis(d));
+        }
+        match st.fault.load(Ordering::SeqCst) {
+            1 => {
+                // Hang: hold the connection until the server stops or the peer leaves.
+                while !st.stop.load(Ordering::SeqCst) {
+                    thread::sleep(Duration::from_millis(50));
+                }
+                return;
+            }
+            2 => {
+                let _ = conn.write_all(b"this is not HTTP\r\n\r\n");
+                return;
+            }
+            3 => {
+                let _ = conn.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n{\"partial\":",
+                );
+                return;
+            }
+            _ => {}
         }
         let code = st.status.load(Ordering::SeqCst);
         let size = st.body_size.load(Ordering::SeqCst) as usize;

@@ -1,0 +1,222 @@
+//! Chaos under load: steady traffic from several clients while the upstream dies and comes
+//! back, hangs, answers garbage or closes mid-body. Every request gets an answer within the
+//! breaker timeout plus a margin, the breaker opens and later closes through half-open, and
+//! the counts in /breakers and /metrics add up to the requests sent.
+
+mod common;
+
+use common::{wait_until, Fault, Gateway, Upstream};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+const TIMEOUT: Duration = Duration::from_millis(300);
+/// Slack on top of the breaker timeout for an answer (scheduling on a busy machine).
+const MARGIN: Duration = Duration::from_secs(3);
+const CLIENTS: usize = 4;
+/// Each client stops after this many requests if the scenario has not ended before.
+const MAX_PER_CLIENT: usize = 5_000;
+
+#[derive(Debug, Default)]
+struct Tally {
+    /// Status code -> count, for answers whose headers arrived.
+    statuses: HashMap<u16, u64>,
+    /// Gateway rejections (503 with X-Fusegate-Breaker).
+    rejections: u64,
+    /// Headers arrived, then the body broke off.
+    truncated: u64,
+    /// No answer at all: connection refused or reset by the gateway.
+    transport_errors: Vec<String>,
+    slowest: Duration,
+}
+
+struct Traffic {
+    stop: Arc<AtomicBool>,
+    answered: Arc<AtomicU64>,
+    handles: Vec<thread::JoinHandle<Tally>>,
+}
+
+impl Traffic {
+    fn start(url: String) -> Traffic {
+        let stop = Arc::new(AtomicBool::new(false));
+        let answered = Arc::new(AtomicU64::new(0));
+        let handles = (0..CLIENTS)
+            .map(|_| {
+                let (stop, answered, url) = (stop.clone(), answered.clone(), url.clone());
+                thread::spawn(move || {
+                    let agent = ureq::AgentBuilder::new()
+                        .timeout(Duration::from_secs(30))
+                        .build();
+                    let mut t = Tally::default();
+                    for _ in 0..MAX_PER_CLIENT {
+                        if stop.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        let started = Instant::now();
+                        let resp = match agent.get(&url).call() {
+                            Ok(r) => Ok(r),
+                            Err(ureq::Error::Status(_, r)) => Ok(r),
+                            Err(e) => Err(e.to_string()),
+                        };
+                        match resp {
+                            Ok(r) => {
+                                let status = r.status();
+                                if status == 503 && r.header("x-fusegate-breaker").is_some() {
+                                    t.rejections += 1;
+                                }
+                                *t.statuses.entry(status).or_default() += 1;
+                                if r.into_string().is_err() {
+                                    t.truncated += 1;
+                                }
+                            }
+                            Err(e) => t.transport_errors.push(e),
+                        }
+                        t.slowest = t.slowest.max(started.elapsed());
+                        answered.fetch_add(1, Ordering::SeqCst);
+                    }
+                    t
+                })
+            })
+            .collect();
+        Traffic {
+            stop,
+            answered,
+            handles,
+        }
+    }
+
+    fn answered(&self) -> u64 {
+        self.answered.load(Ordering::SeqCst)
+    }
+
+    /// Waits for `n` more answers.
+    fn wait_more(&self, n: u64) {
+        let target = self.answered() + n;
+        wait_until(&format!("{n} more answers"), Duration::from_secs(30), || {
+            self.answered() >= target
+        });
+    }
+
+    fn finish(self) -> Tally {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut all = Tally::default();
+        for h in self.handles {
+            let t = h.join().expect("client thread");
+            for (k, v) in t.statuses {
+                *all.statuses.entry(k).or_default() += v;
+            }
+            all.rejections += t.rejections;
+            all.truncated += t.truncated;
+            all.transport_errors.extend(t.transport_errors);
+            all.slowest = all.slowest.max(t.slowest);
+        }
+        all
+    }
+}
+
+/// `name{labels} value` lines of /metrics for this route, summed by metric name.
+fn metric_sums(gw: &Gateway, metric: &str) -> u64 {
+    gw.admin("GET", "/metrics")
+        .body
+        .lines()
+        .filter(|l| l.starts_with(metric) && l.contains("route=\"chaos\""))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+        .sum::<f64>() as u64
+}
+
+fn transitions_to(gw: &Gateway, state: &str) -> u64 {
+    metric_sums(
+        gw,
+        &format!("fusegate_breaker_transitions_total{{route=\"chaos\",to=\"{state}\"}}"),
+    )
+}
+
+/// Runs one scenario: traffic, `fault`, breaker open, `heal`, breaker closed again.
+fn scenario(fault: impl Fn(&Upstream), heal: impl Fn(&Upstream)) -> (Tally, Gateway) {
+    let up = Upstream::start("chaos");
+    let gw = Gateway::start(&format!(
+        "[routes.chaos]\nupstreams = [\"{}\"]\nbreaker = {{ volume_threshold = 5, error_threshold_percentage = 50, rolling_window = \"2s\", rolling_buckets = 4, reset_timeout = \"1s\", timeout = \"{}ms\" }}\n",
+        up.url(),
+        TIMEOUT.as_millis()
+    ));
+    let traffic = Traffic::start(gw.url("/api/chaos/item"));
+    traffic.wait_more(40);
+
+    fault(&up);
+    gw.wait_state("chaos", "open");
+    traffic.wait_more(40);
+
+    heal(&up);
+    wait_until("the breaker to close again", Duration::from_secs(20), || {
+        transitions_to(&gw, "closed") >= 1 && gw.breaker("chaos")["state"] == "closed"
+    });
+    traffic.wait_more(40);
+    let tally = traffic.finish();
+
+    let sent: u64 = tally.statuses.values().sum::<u64>() + tally.transport_errors.len() as u64;
+    println!(
+        "chaos: {sent} requests, statuses {:?}, {} rejected, {} truncated, slowest {:?}",
+        tally.statuses, tally.rejections, tally.truncated, tally.slowest
+    );
+    assert!(
+        tally.transport_errors.is_empty(),
+        "{} requests got no answer: {:?}",
+        tally.transport_errors.len(),
+        &tally.transport_errors[..tally.transport_errors.len().min(3)]
+    );
+    assert!(
+        tally.slowest <= TIMEOUT + MARGIN,
+        "a request took {:?}, more than the timeout and margin",
+        tally.slowest
+    );
+    assert!(transitions_to(&gw, "open") >= 1);
+    assert!(transitions_to(&gw, "half_open") >= 1, "recovery went through half-open");
+
+    // Every request is in /metrics once it has completed.
+    wait_until("every request in /metrics", Duration::from_secs(10), || {
+        metric_sums(&gw, "fusegate_requests_total") == sent
+    });
+    let rejections = metric_sums(&gw, "fusegate_rejections_total");
+    assert_eq!(rejections, tally.rejections, "rejections seen = rejections counted");
+    assert_eq!(gw.breaker("chaos")["rejected_total"], rejections, "/breakers agrees");
+    (tally, gw)
+}
+
+/// Upstream failures the gateway answered itself: 502 and 504.
+fn gateway_failures(t: &Tally) -> u64 {
+    t.statuses.get(&502).copied().unwrap_or(0) + t.statuses.get(&504).copied().unwrap_or(0)
+}
+
+#[test]
+fn the_upstream_dies_and_comes_back() {
+    let (t, gw) = scenario(|up| up.kill(), |up| up.revive());
+    assert!(t.statuses.get(&502).copied().unwrap_or(0) > 0, "{:?}", t.statuses);
+    assert_eq!(metric_sums(&gw, "fusegate_upstream_failures_total"), gateway_failures(&t));
+}
+
+#[test]
+fn the_upstream_hangs() {
+    let (t, gw) = scenario(|up| up.set_fault(Fault::Hang), |up| up.set_fault(Fault::None));
+    assert!(t.statuses.get(&504).copied().unwrap_or(0) > 0, "{:?}", t.statuses);
+    assert_eq!(metric_sums(&gw, "fusegate_upstream_failures_total"), gateway_failures(&t));
+}
+
+#[test]
+fn the_upstream_answers_garbage() {
+    let (t, gw) = scenario(|up| up.set_fault(Fault::Garbage), |up| up.set_fault(Fault::None));
+    assert!(t.statuses.get(&502).copied().unwrap_or(0) > 0, "{:?}", t.statuses);
+    assert_eq!(metric_sums(&gw, "fusegate_upstream_failures_total"), gateway_failures(&t));
+}
+
+#[test]
+fn the_upstream_closes_mid_body() {
+    let (t, gw) = scenario(
+        |up| up.set_fault(Fault::CloseMidBody),
+        |up| up.set_fault(Fault::None),
+    );
+    // The headers had gone out: those clients see a 200 whose body breaks off.
+    assert!(t.truncated > 0, "{t:?}");
+    assert!(metric_sums(&gw, "fusegate_upstream_failures_total") >= t.truncated.min(5));
+}
