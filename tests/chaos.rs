@@ -94,9 +94,11 @@ impl Traffic {
     /// Waits for `n` more answers.
     fn wait_more(&self, n: u64) {
         let target = self.answered() + n;
-        wait_until(&format!("{n} more answers"), Duration::from_secs(30), || {
-            self.answered() >= target
-        });
+        wait_until(
+            &format!("{n} more answers"),
+            Duration::from_secs(30),
+            || self.answered() >= target,
+        );
     }
 
     fn finish(self) -> Tally {
@@ -149,9 +151,11 @@ fn scenario(fault: impl Fn(&Upstream), heal: impl Fn(&Upstream)) -> (Tally, Gate
     traffic.wait_more(40);
 
     heal(&up);
-    wait_until("the breaker to close again", Duration::from_secs(20), || {
-        transitions_to(&gw, "closed") >= 1 && gw.breaker("chaos")["state"] == "closed"
-    });
+    wait_until(
+        "the breaker to close again",
+        Duration::from_secs(20),
+        || transitions_to(&gw, "closed") >= 1 && gw.breaker("chaos")["state"] == "closed",
+    );
     traffic.wait_more(40);
     let tally = traffic.finish();
 
@@ -172,15 +176,25 @@ fn scenario(fault: impl Fn(&Upstream), heal: impl Fn(&Upstream)) -> (Tally, Gate
         tally.slowest
     );
     assert!(transitions_to(&gw, "open") >= 1);
-    assert!(transitions_to(&gw, "half_open") >= 1, "recovery went through half-open");
+    assert!(
+        transitions_to(&gw, "half_open") >= 1,
+        "recovery went through half-open"
+    );
 
     // Every request is in /metrics once it has completed.
     wait_until("every request in /metrics", Duration::from_secs(10), || {
         metric_sums(&gw, "fusegate_requests_total") == sent
     });
     let rejections = metric_sums(&gw, "fusegate_rejections_total");
-    assert_eq!(rejections, tally.rejections, "rejections seen = rejections counted");
-    assert_eq!(gw.breaker("chaos")["rejected_total"], rejections, "/breakers agrees");
+    assert_eq!(
+        rejections, tally.rejections,
+        "rejections seen = rejections counted"
+    );
+    assert_eq!(
+        gw.breaker("chaos")["rejected_total"],
+        rejections,
+        "/breakers agrees"
+    );
     (tally, gw)
 }
 
@@ -192,22 +206,49 @@ fn gateway_failures(t: &Tally) -> u64 {
 #[test]
 fn the_upstream_dies_and_comes_back() {
     let (t, gw) = scenario(|up| up.kill(), |up| up.revive());
-    assert!(t.statuses.get(&502).copied().unwrap_or(0) > 0, "{:?}", t.statuses);
-    assert_eq!(metric_sums(&gw, "fusegate_upstream_failures_total"), gateway_failures(&t));
+    assert!(
+        t.statuses.get(&502).copied().unwrap_or(0) > 0,
+        "{:?}",
+        t.statuses
+    );
+    assert_eq!(
+        metric_sums(&gw, "fusegate_upstream_failures_total"),
+        gateway_failures(&t)
+    );
 }
 
 #[test]
 fn the_upstream_hangs() {
-    let (t, gw) = scenario(|up| up.set_fault(Fault::Hang), |up| up.set_fault(Fault::None));
-    assert!(t.statuses.get(&504).copied().unwrap_or(0) > 0, "{:?}", t.statuses);
-    assert_eq!(metric_sums(&gw, "fusegate_upstream_failures_total"), gateway_failures(&t));
+    let (t, gw) = scenario(
+        |up| up.set_fault(Fault::Hang),
+        |up| up.set_fault(Fault::None),
+    );
+    assert!(
+        t.statuses.get(&504).copied().unwrap_or(0) > 0,
+        "{:?}",
+        t.statuses
+    );
+    assert_eq!(
+        metric_sums(&gw, "fusegate_upstream_failures_total"),
+        gateway_failures(&t)
+    );
 }
 
 #[test]
 fn the_upstream_answers_garbage() {
-    let (t, gw) = scenario(|up| up.set_fault(Fault::Garbage), |up| up.set_fault(Fault::None));
-    assert!(t.statuses.get(&502).copied().unwrap_or(0) > 0, "{:?}", t.statuses);
-    assert_eq!(metric_sums(&gw, "fusegate_upstream_failures_total"), gateway_failures(&t));
+    let (t, gw) = scenario(
+        |up| up.set_fault(Fault::Garbage),
+        |up| up.set_fault(Fault::None),
+    );
+    assert!(
+        t.statuses.get(&502).copied().unwrap_or(0) > 0,
+        "{:?}",
+        t.statuses
+    );
+    assert_eq!(
+        metric_sums(&gw, "fusegate_upstream_failures_total"),
+        gateway_failures(&t)
+    );
 }
 
 #[test]

@@ -139,10 +139,12 @@ fn environment_variables_override_the_file() {
     )
     .unwrap();
     let port = free_port();
+    let admin = free_port();
     let mut child = Command::new(bin())
         .arg("run")
         .env("FUSEGATE_CONFIG", &path)
         .env("FUSEGATE_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("FUSEGATE_ADMIN__LISTEN", format!("127.0.0.1:{admin}"))
         .env("FUSEGATE_ROUTES__ENV__BREAKER__VOLUME_THRESHOLD", "2")
         .stderr(Stdio::null())
         .spawn()
@@ -156,6 +158,16 @@ fn environment_variables_override_the_file() {
     let url = format!("http://127.0.0.1:{port}/api/env");
     assert_eq!(common::get(&url).status, 500);
     assert_eq!(common::get(&url).status, 500);
+    let breaker = format!("http://127.0.0.1:{admin}/breakers/env");
+    wait_until(
+        "two failures to open the breaker",
+        Duration::from_secs(10),
+        || common::get(&breaker).json()["state"] == "open",
+    );
+    assert_eq!(
+        common::get(&breaker).json()["settings"]["volume_threshold"],
+        2
+    );
     assert_eq!(
         common::get(&url).status,
         503,

@@ -224,6 +224,7 @@ fn a_lower_volume_threshold_applies_to_the_next_request() {
         500,
         "the 4th failure is recorded ..."
     );
+    gw.wait_state("tune", "open");
     assert_eq!(
         gw.get("/api/tune").status,
         503,

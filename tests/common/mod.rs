@@ -233,9 +233,8 @@ fn serve(conn: TcpStream, st: &ServeState) {
                 return;
             }
             3 => {
-                let _ = conn.write_all(
-                    b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n{\"partial\":",
-                );
+                let _ =
+                    conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n{\"partial\":");
                 return;
             }
             _ => {}
