@@ -136,6 +136,7 @@ fn a_successful_probe_closes_and_a_failed_one_reopens() {
         500,
         "the probe's own answer is passed on"
     );
+    gw.wait_state("cycle", "open");
     let reopened_at = Instant::now();
     let r = gw.get("/api/cycle");
     assert_eq!(r.status, 503);

@@ -325,9 +325,12 @@ impl Gateway {
             stderr_path,
         };
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let admin_addr: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            let up =
+                |a: &SocketAddr| TcpStream::connect_timeout(a, Duration::from_millis(200)).is_ok();
+            if up(&addr) && up(&admin_addr) {
                 break;
             }
             if let Ok(Some(status)) = g.child.try_wait() {
