@@ -3,6 +3,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod admin;
+pub mod background;
 pub mod breaker;
 pub mod cache;
 pub mod clock;

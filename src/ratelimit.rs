@@ -3,7 +3,8 @@
 //!
 //! Limiters are kept by route name across route-table rebuilds while their settings stay
 //! the same, so a reload does not hand every client a fresh burst. Per-client buckets are
-//! bounded: idle ones are dropped by [`RateLimit::maintain`], and once
+//! bounded: idle ones are dropped by [`RateLimit::maintain`] (run by
+//! [`crate::background`]), and once
 //! [`MAX_CLIENT_KEYS`] clients are tracked, new ones share one overflow bucket.
 
 use crate::config::{RateLimitConfig, RateLimitKey};
@@ -130,26 +131,6 @@ impl RateLimit {
         match &self.buckets {
             Buckets::Route(_) => 0,
             Buckets::Client(l) => l.len(),
-        }
-    }
-}
-
-/// How often idle per-client buckets are dropped.
-const MAINTAIN_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Drops idle per-client buckets of every route now and then.
-pub struct Maintenance {
-    pub gateway: std::sync::Arc<crate::gateway::Gateway>,
-}
-
-#[async_trait::async_trait]
-impl pingora::services::background::BackgroundService for Maintenance {
-    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(MAINTAIN_EVERY) => self.gateway.registries.rate_limits.maintain(),
-                _ = shutdown.changed() => return,
-            }
         }
     }
 }

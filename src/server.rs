@@ -5,9 +5,9 @@
 //! exit 0 as soon as none is left. SIGINT: the same without waiting.
 
 use crate::admin::Admin;
+use crate::background::{HealthService, RateLimitMaintenance};
 use crate::config::Config;
 use crate::gateway::Gateway;
-use crate::health::HealthService;
 use crate::proxy::Proxy;
 use crate::reload::{FileWatch, SignalReload};
 use async_trait::async_trait;
@@ -86,7 +86,7 @@ impl Gatekeeper {
         ));
         server.add_service(background_service(
             "rate limit maintenance",
-            crate::ratelimit::Maintenance {
+            RateLimitMaintenance {
                 gateway: gateway.clone(),
             },
         ));

@@ -2,56 +2,13 @@
 //! overrides on top, deserialized so that every problem is reported at once, each with its
 //! key path.
 
+use super::problem::{ConfigErrors, ConfigProblem};
 use super::types::Config;
 use super::validate::validate;
 use figment::providers::{Env, Format as _, Serialized, Toml, Yaml};
 use figment::value::{Dict, Value};
 use figment::Figment;
-use std::fmt;
 use std::path::Path;
-
-/// One problem in a config, with the dotted path of the key it concerns
-/// (`routes.catalog.breaker.volume_threshold`); the path is empty for whole-file problems.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigProblem {
-    pub path: String,
-    pub message: String,
-}
-
-impl ConfigProblem {
-    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigProblem {
-            path: path.into(),
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for ConfigProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() {
-            f.write_str(&self.message)
-        } else {
-            write!(f, "{}: {}", self.path, self.message)
-        }
-    }
-}
-
-/// Every problem found in a config. Displays as one problem per line.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub struct ConfigErrors(pub Vec<ConfigProblem>);
-
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, p) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str("\n")?;
-            }
-            write!(f, "{p}")?;
-        }
-        Ok(())
-    }
-}
 
 /// The syntax of a config file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,12 +6,14 @@
 //! route table.
 
 mod load;
+mod problem;
 mod types;
 mod units;
 mod upstream;
 mod validate;
 
-pub use load::{load, load_from_str, ConfigErrors, ConfigProblem, Format};
+pub use load::{load, load_from_str, Format};
+pub use problem::{ConfigErrors, ConfigProblem};
 pub use types::*;
 pub use units::{parse_duration, parse_size, ByteSize, Dur};
 pub use upstream::{UpstreamAddr, UpstreamScheme};

@@ -1,7 +1,7 @@
 //! Semantic checks over a deserialized [`Config`]: every problem is collected with its key
 //! path, nothing stops at the first one.
 
-use super::load::ConfigProblem;
+use super::problem::ConfigProblem;
 use super::types::{BreakerConfig, Config, RouteConfig};
 use super::upstream::UpstreamAddr;
 use std::collections::HashMap;

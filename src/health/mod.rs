@@ -2,21 +2,18 @@
 //!
 //! pingora's load balancer does the probing and the healthy/unhealthy thresholds; an
 //! unhealthy upstream drops out of round robin. This module builds the probes (HTTP GET
-//! or TCP connect, one per upstream so each gets its own `Host` and TLS setting), records
-//! each probe's latest error and latency for `/health`, and schedules the passes in one
-//! background service that follows the current route table.
+//! or TCP connect, one per upstream so each gets its own `Host` and TLS setting) and records
+//! each probe's latest error and latency for `/health`. [`crate::background`] schedules
+//! the passes.
 
 use crate::config::HealthCheckConfig;
-use crate::gateway::Gateway;
 use async_trait::async_trait;
 use pingora::lb::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
 use pingora::lb::Backend;
-use pingora::server::ShutdownWatch;
-use pingora::services::background::BackgroundService;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// The latest probe of one upstream.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -147,44 +144,6 @@ fn describe(e: &pingora::Error) -> String {
         _ => {
             let s = e.to_string();
             s.lines().next().unwrap_or("probe failed").to_string()
-        }
-    }
-}
-
-/// Runs the health-check passes of every route of the current table, each at its own
-/// `interval`.
-pub struct HealthService {
-    pub gateway: Arc<Gateway>,
-}
-
-/// How often the scheduler looks for a due pass.
-const TICK: Duration = Duration::from_millis(50);
-
-#[async_trait]
-impl BackgroundService for HealthService {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        // Next due time per (generation, route): a new table starts its passes at once.
-        let mut due: HashMap<(u64, Arc<str>), Instant> = HashMap::new();
-        loop {
-            let runtime = self.gateway.runtime();
-            let now = Instant::now();
-            due.retain(|(generation, _), _| *generation == runtime.generation);
-            for route in &runtime.routes {
-                let Some(interval) = route.health_interval else {
-                    continue;
-                };
-                let key = (runtime.generation, route.name.clone());
-                if due.get(&key).is_some_and(|t| *t > now) {
-                    continue;
-                }
-                due.insert(key, now + interval);
-                let route = route.clone();
-                tokio::spawn(async move { route.upstreams.run_health_check().await });
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(TICK) => {}
-                _ = shutdown.changed() => return,
-            }
         }
     }
 }

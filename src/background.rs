@@ -1,0 +1,69 @@
+//! Background work that follows the current route table: health-check passes and the
+//! clean-up of idle rate-limit buckets. Each is a pingora background service that stops
+//! with the server.
+
+use crate::gateway::Gateway;
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Runs the health-check passes of every route of the current table, each at its own
+/// `interval`.
+pub struct HealthService {
+    pub gateway: Arc<Gateway>,
+}
+
+/// How often the health-check scheduler looks for a due pass.
+const TICK: Duration = Duration::from_millis(50);
+
+#[async_trait]
+impl BackgroundService for HealthService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        // Next due time per (generation, route): a new table starts its passes at once.
+        let mut due: HashMap<(u64, Arc<str>), Instant> = HashMap::new();
+        loop {
+            let runtime = self.gateway.runtime();
+            let now = Instant::now();
+            due.retain(|(generation, _), _| *generation == runtime.generation);
+            for route in &runtime.routes {
+                let Some(interval) = route.health_interval else {
+                    continue;
+                };
+                let key = (runtime.generation, route.name.clone());
+                if due.get(&key).is_some_and(|t| *t > now) {
+                    continue;
+                }
+                due.insert(key, now + interval);
+                let route = route.clone();
+                tokio::spawn(async move { route.upstreams.run_health_check().await });
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(TICK) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+/// How often idle per-client buckets are dropped.
+const MAINTAIN_EVERY: Duration = Duration::from_secs(10);
+
+/// Drops idle per-client rate-limit buckets of every route now and then.
+pub struct RateLimitMaintenance {
+    pub gateway: Arc<Gateway>,
+}
+
+#[async_trait]
+impl BackgroundService for RateLimitMaintenance {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(MAINTAIN_EVERY) => self.gateway.registries.rate_limits.maintain(),
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
