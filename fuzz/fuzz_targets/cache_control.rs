@@ -1,0 +1,57 @@
+//! Any Cache-Control (request and response), Expires and Vary values through the cache
+//! policy: client directives, client bounds, storage decisions, variance.
+#![no_main]
+
+use fusegate::cache::{cacheability, client_decision, variance, ClientDirectives, RouteCache};
+use libfuzzer_sys::fuzz_target;
+use pingora::http::{RequestHeader, ResponseHeader};
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime};
+
+fn route_cache() -> &'static RouteCache {
+    static RC: OnceLock<RouteCache> = OnceLock::new();
+    RC.get_or_init(|| {
+        let registry: &'static fusegate::cache::CacheRegistry = Box::leak(Box::default());
+        let cfg = fusegate::config::CacheConfig {
+            min_age: fusegate::config::Dur::from_secs(5),
+            max_fresh: fusegate::config::Dur::from_secs(10),
+            ..Default::default()
+        };
+        registry.route_cache("fuzz", &cfg).expect("enabled cache")
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let parts: Vec<&[u8]> = data.splitn(4, |b| *b == b'\n').collect();
+    let get = |i: usize| parts.get(i).copied().unwrap_or(b"");
+    let mut req = RequestHeader::build("GET", b"/x", None).expect("request");
+    if req.insert_header("cache-control", get(0)).is_err() {
+        return;
+    }
+    let _ = req.insert_header("accept", get(3));
+    let client = ClientDirectives::from_request(&req);
+    let rc = route_cache();
+    for (age, fresh) in [
+        (0, 0),
+        (3, 100),
+        (100, 0),
+        (u32::MAX as u64, u32::MAX as u64),
+    ] {
+        let _ = client_decision(
+            &client,
+            rc,
+            Duration::from_secs(age),
+            Duration::from_secs(fresh),
+        );
+    }
+    let mut resp = ResponseHeader::build(200, None).expect("response");
+    if resp.insert_header("cache-control", get(1)).is_err()
+        || resp.insert_header("expires", get(2)).is_err()
+        || resp.insert_header("vary", get(3)).is_err()
+    {
+        return;
+    }
+    if let Ok(meta) = cacheability(rc, &client, false, &resp, SystemTime::now()) {
+        let _ = variance(&meta, &req);
+    }
+});
