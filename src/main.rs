@@ -63,21 +63,8 @@ enum Command {
         /// Print the replies as JSON.
         #[arg(long)]
         json: bool,
-        #[arg(long)]
-        user: Option<String>,
-        #[arg(long)]
-        password: Option<String>,
-        #[arg(long)]
-        token: Option<String>,
-        /// NATS credentials file.
-        #[arg(long)]
-        creds: Option<String>,
-        #[arg(long)]
-        tls_ca: Option<String>,
-        #[arg(long)]
-        tls_cert: Option<String>,
-        #[arg(long)]
-        tls_key: Option<String>,
+        #[command(flatten)]
+        auth: fusegate::control::connect::NatsAuth,
         /// Config file to take defaults from.
         #[arg(short = 'c', long = "config", env = "FUSEGATE_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
         config: PathBuf,
@@ -116,13 +103,7 @@ fn main() -> ExitCode {
             identities,
             timeout,
             json,
-            user,
-            password,
-            token,
-            creds,
-            tls_ca,
-            tls_cert,
-            tls_key,
+            auth,
             config,
             action,
             target,
@@ -152,15 +133,7 @@ fn main() -> ExitCode {
                 identities,
                 timeout,
                 json,
-                auth: fusegate::control::connect::NatsAuth {
-                    user,
-                    password,
-                    token,
-                    creds,
-                    tls_ca,
-                    tls_cert,
-                    tls_key,
-                },
+                auth,
                 action,
                 target,
             };

@@ -5,15 +5,23 @@ use async_nats::ConnectOptions;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// How to reach and log in to NATS.
-#[derive(Debug, Clone, Default)]
+/// How to log in to NATS; also the auth flags of `fusegate ctl`.
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct NatsAuth {
+    #[arg(long)]
     pub user: Option<String>,
+    #[arg(long)]
     pub password: Option<String>,
+    #[arg(long)]
     pub token: Option<String>,
+    /// NATS credentials file.
+    #[arg(long)]
     pub creds: Option<String>,
+    #[arg(long)]
     pub tls_ca: Option<String>,
+    #[arg(long)]
     pub tls_cert: Option<String>,
+    #[arg(long)]
     pub tls_key: Option<String>,
 }
 
