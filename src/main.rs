@@ -1,4 +1,5 @@
 //! The `fusegate` command line.
+#![deny(clippy::unwrap_used, clippy::expect_used)]
 
 use clap::{Parser, Subcommand};
 

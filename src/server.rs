@@ -8,7 +8,7 @@ use crate::admin::Admin;
 use crate::background::{HealthService, RateLimitMaintenance};
 use crate::config::Config;
 use crate::gateway::Gateway;
-use crate::proxy::Proxy;
+use crate::proxy::{FrontDoor, Proxy};
 use crate::reload::{FileWatch, SignalReload};
 use async_trait::async_trait;
 use pingora::apps::http_app::HttpServer;
@@ -66,10 +66,10 @@ impl Gatekeeper {
 
         let mut server = Server::new_with_opt_and_conf(None, conf);
         server.bootstrap();
-        let mut proxy = pingora::proxy::http_proxy_service_with_name(
-            &server.configuration,
-            Proxy::new(gateway.clone()),
-            "fusegate proxy",
+        let app = pingora::proxy::http_proxy(&server.configuration, Proxy::new(gateway.clone()));
+        let mut proxy = Service::new(
+            "fusegate proxy".into(),
+            FrontDoor::new(app, gateway.clone()),
         );
         for addr in &listen {
             proxy.add_tcp(addr);

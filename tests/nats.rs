@@ -4,6 +4,9 @@
 mod common;
 
 use common::{ctl, wait_until, Gateway, Nats, Upstream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
 use std::time::Duration;
 
 const OPS: [&str; 4] = ["--user", "ops", "--password", "ops-secret"];
@@ -148,6 +151,55 @@ fn a_viewer_can_read_but_not_pause() {
     assert!(out.contains("gw-v:") && out.contains("catalog"), "{out}");
 }
 
+/// Ordinary traffic from several clients until `stop` is set (at most `MAX_EACH`
+/// requests each): every response's status and whether its body came from the upstream.
+struct Traffic {
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+    clients: Vec<thread::JoinHandle<Vec<(u16, bool)>>>,
+}
+
+const MAX_EACH: usize = 5_000;
+
+impl Traffic {
+    fn start(url: String, clients: usize) -> Traffic {
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicU64::new(0));
+        let clients = (0..clients)
+            .map(|_| {
+                let (stop, sent, url) = (stop.clone(), sent.clone(), url.clone());
+                thread::spawn(move || {
+                    let mut seen = Vec::new();
+                    while !stop.load(Ordering::SeqCst) && seen.len() < MAX_EACH {
+                        let r = common::get(&url);
+                        seen.push((r.status, r.body.contains(r#""upstream":"catalog""#)));
+                        sent.fetch_add(1, Ordering::SeqCst);
+                        thread::sleep(Duration::from_millis(2));
+                    }
+                    seen
+                })
+            })
+            .collect();
+        Traffic {
+            stop,
+            sent,
+            clients,
+        }
+    }
+
+    fn sent(&self) -> u64 {
+        self.sent.load(Ordering::SeqCst)
+    }
+
+    fn finish(self) -> Vec<(u16, bool)> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.clients
+            .into_iter()
+            .flat_map(|c| c.join().expect("traffic thread"))
+            .collect()
+    }
+}
+
 #[test]
 fn the_proxy_keeps_serving_while_nats_is_down_and_control_returns_with_it() {
     let mut nats = Nats::start();
@@ -155,12 +207,14 @@ fn the_proxy_keeps_serving_while_nats_is_down_and_control_returns_with_it() {
     let up = Upstream::start("catalog");
     let gw = gateway(&nats, &c, "gw-o", "DC1", &up.url());
     let url = nats.url();
+    let traffic = Traffic::start(gw.url("/api/catalog"), 4);
+    wait_until("traffic to flow", Duration::from_secs(10), || {
+        traffic.sent() >= 50
+    });
 
     nats.stop();
     wait_nats(&gw, false);
-    for _ in 0..20 {
-        assert_eq!(gw.get("/api/catalog").status, 200);
-    }
+    let outage_began = traffic.sent();
     let h = gw.admin("GET", "/health");
     assert_eq!(h.status, 503);
     assert_eq!(
@@ -172,9 +226,39 @@ fn the_proxy_keeps_serving_while_nats_is_down_and_control_returns_with_it() {
         .admin("GET", "/metrics")
         .body
         .contains("fusegate_nats_connected 0"));
+    wait_until("traffic during the outage", Duration::from_secs(10), || {
+        traffic.sent() >= outage_began + 100
+    });
 
     nats.restart();
     wait_nats(&gw, true);
+    let restarted = traffic.sent();
+    wait_until("traffic after the restart", Duration::from_secs(10), || {
+        traffic.sent() >= restarted + 50
+    });
+    let seen = traffic.finish();
+    eprintln!(
+        "nats outage: {} requests, {} while nats-server was down",
+        seen.len(),
+        restarted - outage_began
+    );
+    let odd: Vec<_> = seen
+        .iter()
+        .filter(|(s, from_up)| *s != 200 || !from_up)
+        .collect();
+    assert!(
+        odd.is_empty(),
+        "{} of {} proxied responses changed: {:?}",
+        odd.len(),
+        seen.len(),
+        &odd[..odd.len().min(10)]
+    );
+    assert_eq!(
+        up.hits(),
+        seen.len() as u64,
+        "every request reached the upstream"
+    );
+
     assert!(gw
         .admin("GET", "/metrics")
         .body

@@ -40,6 +40,17 @@ pub struct ServerConfig {
     pub listen: Listen,
     pub threads: usize,
     pub grace_period: Dur,
+    /// The whole request header must arrive within this, counted from the accept (first
+    /// request) or from its first byte (later requests on a kept-alive connection).
+    pub header_timeout: Dur,
+    /// Longest wait for the next piece of a request body.
+    pub body_timeout: Dur,
+    /// Longest idle time between requests on a kept-alive connection; 0 turns keep-alive off.
+    pub keepalive_timeout: Dur,
+    /// Largest request header (request line and fields); larger gets 431.
+    pub max_header_bytes: ByteSize,
+    /// Largest request body; larger gets 413.
+    pub max_body_bytes: ByteSize,
 }
 
 impl Default for ServerConfig {
@@ -48,6 +59,11 @@ impl Default for ServerConfig {
             listen: Listen::One("127.0.0.1:8080".into()),
             threads: 2,
             grace_period: Dur::from_secs(10),
+            header_timeout: Dur::from_secs(10),
+            body_timeout: Dur::from_secs(30),
+            keepalive_timeout: Dur::from_secs(60),
+            max_header_bytes: ByteSize(64 * 1024),
+            max_body_bytes: ByteSize(10 * 1024 * 1024),
         }
     }
 }

@@ -9,6 +9,8 @@ use std::net::SocketAddr;
 
 /// Most probes a half-open breaker may admit at once.
 pub const MAX_HALF_OPEN_PROBES: u32 = 10_000;
+/// Smallest `server.max_header_bytes`: room for a request line and a few fields.
+pub const MIN_HEADER_BYTES: u64 = 1024;
 /// Most buckets a rolling window may have.
 pub const MAX_ROLLING_BUCKETS: u32 = 1_000;
 
@@ -32,6 +34,26 @@ pub fn validate(c: &Config) -> Vec<ConfigProblem> {
     }
     if !(1..=1024).contains(&c.server.threads) {
         p("server.threads".into(), "must be between 1 and 1024".into());
+    }
+    for (key, d) in [
+        ("server.header_timeout", &c.server.header_timeout),
+        ("server.body_timeout", &c.server.body_timeout),
+    ] {
+        if d.0.is_zero() {
+            p(key.into(), "must be greater than 0s".into());
+        }
+    }
+    if c.server.max_header_bytes.0 < MIN_HEADER_BYTES {
+        p(
+            "server.max_header_bytes".into(),
+            format!("must be at least {MIN_HEADER_BYTES} bytes"),
+        );
+    }
+    if c.server.max_body_bytes.0 == 0 {
+        p(
+            "server.max_body_bytes".into(),
+            "must be greater than 0".into(),
+        );
     }
 
     // admin

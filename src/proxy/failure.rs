@@ -2,17 +2,39 @@
 //! gateway responses.
 
 use crate::breaker::FailureKind;
-use pingora::{ErrorSource, ErrorType};
+use pingora::{Error, ErrorSource, ErrorType};
 
 /// What became of a request that failed with a pingora error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProxyFailure {
     /// The upstream failed: a breaker outcome, and a 502 or 504.
     Upstream(FailureKind),
-    /// The client went away or sent something broken: not a breaker outcome.
-    Downstream { connection_dead: bool },
+    /// The client went away, stalled or sent something broken: not a breaker outcome.
+    Downstream(ClientFault),
     /// Something inside the gateway: not a breaker outcome, a 500.
     Internal,
+}
+
+/// What the client did wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientFault {
+    /// The connection is gone: nobody to answer.
+    Gone,
+    /// The request body stopped arriving for `server.body_timeout`.
+    Stalled,
+    /// The request body passed `server.max_body_bytes`.
+    BodyTooLarge,
+    /// Anything else the client sent that pingora refused.
+    Malformed,
+}
+
+/// The error that stops a request whose streamed body has passed `max` bytes.
+pub fn body_too_large(max: u64) -> Box<Error> {
+    Error::explain(
+        ErrorType::HTTPStatus(413),
+        format!("request body larger than server.max_body_bytes ({max} bytes)"),
+    )
+    .into_down()
 }
 
 /// Classifies an error. `connect_failed` is set when pingora reported it through
@@ -33,12 +55,14 @@ pub fn classify(etype: &ErrorType, source: &ErrorSource, connect_failed: bool) -
             | ErrorType::InvalidCert => FailureKind::Connect,
             _ => FailureKind::Reset,
         }),
-        ErrorSource::Downstream => ProxyFailure::Downstream {
-            connection_dead: matches!(
-                etype,
-                ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed
-            ),
-        },
+        ErrorSource::Downstream => ProxyFailure::Downstream(match etype {
+            ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed => {
+                ClientFault::Gone
+            }
+            ErrorType::ReadTimedout => ClientFault::Stalled,
+            ErrorType::HTTPStatus(413) => ClientFault::BodyTooLarge,
+            _ => ClientFault::Malformed,
+        }),
         ErrorSource::Internal | ErrorSource::Unset => ProxyFailure::Internal,
     }
 }
@@ -51,10 +75,10 @@ impl ProxyFailure {
             ProxyFailure::Upstream(FailureKind::Timeout) => Some((504, "upstream_timeout")),
             ProxyFailure::Upstream(FailureKind::Connect) => Some((502, "upstream_unavailable")),
             ProxyFailure::Upstream(_) => Some((502, "upstream_error")),
-            ProxyFailure::Downstream {
-                connection_dead: true,
-            } => None,
-            ProxyFailure::Downstream { .. } => Some((400, "bad_request")),
+            ProxyFailure::Downstream(ClientFault::Gone) => None,
+            ProxyFailure::Downstream(ClientFault::Stalled) => Some((408, "request_timeout")),
+            ProxyFailure::Downstream(ClientFault::BodyTooLarge) => Some((413, "body_too_large")),
+            ProxyFailure::Downstream(ClientFault::Malformed) => Some((400, "bad_request")),
             ProxyFailure::Internal => Some((500, "internal_error")),
         }
     }
@@ -91,6 +115,15 @@ mod tests {
         assert_eq!(
             classify(&ErrorType::InvalidHTTPHeader, &down, false).response(),
             Some((400, "bad_request"))
+        );
+        assert_eq!(
+            classify(&ErrorType::ReadTimedout, &down, false).response(),
+            Some((408, "request_timeout"))
+        );
+        let too_large = body_too_large(10);
+        assert_eq!(
+            classify(too_large.etype(), too_large.esource(), false).response(),
+            Some((413, "body_too_large"))
         );
     }
 }

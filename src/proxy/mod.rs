@@ -15,10 +15,12 @@
 
 mod caching;
 mod failure;
+mod front;
 mod request_id;
 mod respond;
 
 pub use failure::{classify, ProxyFailure};
+pub use front::{FrontDoor, HeaderLimits, LimitedStream};
 pub use request_id::RequestIds;
 
 use crate::breaker::{FailureKind, Outcome, Permit};
@@ -64,6 +66,9 @@ pub struct RequestCtx {
     started: Instant,
     upstream_status: Option<u16>,
     connect_failed: bool,
+    /// Request body bytes read so far, and the most allowed (`server.max_body_bytes`).
+    body_read: u64,
+    max_body: u64,
     cache: caching::CacheCtx,
     _inflight: InflightGuard,
 }
@@ -91,6 +96,8 @@ impl ProxyHttp for Proxy {
             started: Instant::now(),
             upstream_status: None,
             connect_failed: false,
+            body_read: 0,
+            max_body: u64::MAX,
             cache: caching::CacheCtx::default(),
             _inflight: self.gateway.track_request(),
         }
@@ -113,6 +120,16 @@ impl ProxyHttp for Proxy {
         match runtime.route_for(path) {
             Some(route) => {
                 ctx.route = Some(route.clone());
+                let server = &runtime.config.server;
+                session.set_read_timeout(Some(server.body_timeout.0));
+                ctx.max_body = server.max_body_bytes.0;
+                if declared_body_len(session.req_header()).is_some_and(|n| n > ctx.max_body) {
+                    // Refused before any of it is read: the connection cannot be reused.
+                    session.set_keepalive(None);
+                    let body = respond::error_body("body_too_large", &route.name);
+                    respond::json(session, 413, body, ctx.request_id.as_ref(), &[]).await?;
+                    return Ok(true);
+                }
                 if let Some(limit) = &route.rate_limit {
                     let client = session
                         .client_addr()
@@ -134,6 +151,23 @@ impl ProxyHttp for Proxy {
                 Ok(true)
             }
         }
+    }
+
+    /// Counts a streamed request body against `server.max_body_bytes`.
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(chunk) = body {
+            ctx.body_read = ctx.body_read.saturating_add(chunk.len() as u64);
+            if ctx.body_read > ctx.max_body {
+                return Err(failure::body_too_large(ctx.max_body));
+            }
+        }
+        Ok(())
     }
 
     async fn proxy_upstream_filter(
@@ -443,7 +477,7 @@ impl ProxyHttp for Proxy {
             },
             (Some(e), None) => match classify(e.etype(), e.esource(), ctx.connect_failed) {
                 ProxyFailure::Upstream(kind) => Some(kind),
-                ProxyFailure::Downstream { .. } | ProxyFailure::Internal => {
+                ProxyFailure::Downstream(_) | ProxyFailure::Internal => {
                     route.breaker.release(permit);
                     return;
                 }
@@ -461,4 +495,12 @@ impl ProxyHttp for Proxy {
             self.gateway.on_transition(&route, t);
         }
     }
+}
+
+/// The `Content-Length` a request declares, if any (a malformed one is pingora's to refuse).
+fn declared_body_len(req: &RequestHeader) -> Option<u64> {
+    req.headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
 }

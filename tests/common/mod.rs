@@ -13,11 +13,29 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 /// A port that was free a moment ago.
+/// A loopback port no other caller in this test process has been given, checked free.
+///
+/// Ports come from a counter below the kernel's ephemeral range (where the test
+/// upstreams' `bind(:0)` ports live), each test binary starting at its own offset, so two
+/// gateways started at once can never be handed the same port.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free loopback port")
+    use std::sync::atomic::AtomicU32;
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        (std::process::id() % 40) * 300,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..SPAN {
+        let port = (FIRST + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port between {FIRST} and {}", FIRST + SPAN);
 }
 
 /// Polls `cond` every 20 ms until it holds or `limit` passes; panics with `what` then.
@@ -176,6 +194,35 @@ fn accept_loop(listener: TcpListener, st: Arc<ServeState>) {
     });
 }
 
+/// Reads a chunked body to its end; `false` when the connection ends first.
+fn read_chunked(reader: &mut impl BufRead) -> bool {
+    loop {
+        let mut size = String::new();
+        if reader.read_line(&mut size).unwrap_or(0) == 0 {
+            return false;
+        }
+        let hex = size.trim().split(';').next().unwrap_or("");
+        let Ok(n) = usize::from_str_radix(hex, 16) else {
+            return false;
+        };
+        if n == 0 {
+            // Trailer fields, then the empty line.
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    return false;
+                }
+                if line.trim_end().is_empty() {
+                    return true;
+                }
+            }
+        }
+        if reader.read_exact(&mut vec![0; n + 2]).is_err() {
+            return false;
+        }
+    }
+}
+
 fn serve(conn: TcpStream, st: &ServeState) {
     let mut reader = BufReader::new(conn.try_clone().expect("clone stream"));
     let mut conn = conn;
@@ -201,12 +248,20 @@ fn serve(conn: TcpStream, st: &ServeState) {
                 headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
             }
         }
-        let len: usize = headers
-            .get("content-length")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let mut body = vec![0; len];
-        if reader.read_exact(&mut body).is_err() || st.stop.load(Ordering::SeqCst) {
+        let chunked = headers
+            .get("transfer-encoding")
+            .is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
+        let complete = if chunked {
+            read_chunked(&mut reader)
+        } else {
+            let len: usize = headers
+                .get("content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            reader.read_exact(&mut vec![0; len]).is_ok()
+        };
+        // A request counts as a hit once its whole body has arrived.
+        if !complete || st.stop.load(Ordering::SeqCst) {
             return;
         }
         let n = st.hits.fetch_add(1, Ordering::SeqCst) + 1;
@@ -542,6 +597,23 @@ pub fn get_from(source: &str, port: u16, target: &str) -> (u16, String) {
     .unwrap();
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, out)
+}
+
+/// Sends `request` exactly as given and returns the status and the whole response text
+/// (read until the gateway closes the connection).
+pub fn raw_request(port: u16, request: &[u8]) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request).expect("send request");
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let out = String::from_utf8_lossy(&out).into_owned();
     let status = out
         .split_whitespace()
         .nth(1)

@@ -1,0 +1,466 @@
+//! The proxy's front door: every client connection passes through here before pingora
+//! parses a request, so slow or oversized request headers cannot hold a connection open.
+//!
+//! pingora bounds each read of a request header, not the header as a whole, so a client
+//! sending one byte every few seconds would keep its connection (and its buffer) for as
+//! long as it liked. [`FrontDoor`] wraps each accepted stream in a [`LimitedStream`] that
+//! watches the bytes of every request header as pingora reads them:
+//! - the whole header must arrive within `server.header_timeout`, counted from the accept
+//!   for a connection's first request and from the first byte for later ones (the idle
+//!   time between requests is `server.keepalive_timeout`), else 408 and the connection
+//!   is closed;
+//! - a header larger than `server.max_header_bytes` gets 431 and the connection is closed.
+//!
+//! Once a header is complete the stream is a plain pass-through; body limits are applied
+//! by the proxy hooks (`server.body_timeout`, `server.max_body_bytes`). The limits are read
+//! from the config in force when a connection is accepted, so a reload applies them to
+//! new connections.
+
+use crate::gateway::Gateway;
+use crate::proxy::Proxy;
+use async_trait::async_trait;
+use pingora::apps::{HttpServerApp, ServerApp};
+use pingora::protocols::http::ServerSession;
+use pingora::protocols::raw_connect::ProxyDigest;
+use pingora::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
+    TimingDigest, UniqueID, UniqueIDType,
+};
+use pingora::proxy::HttpProxy;
+use pingora::server::ShutdownWatch;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+/// The limits one connection is held to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeaderLimits {
+    pub timeout: Duration,
+    pub max_bytes: usize,
+}
+
+/// The proxy service's application: pingora's HTTP proxy behind the header limits.
+pub struct FrontDoor {
+    proxy: Arc<HttpProxy<Proxy>>,
+    gateway: Arc<Gateway>,
+}
+
+impl FrontDoor {
+    pub fn new(proxy: HttpProxy<Proxy>, gateway: Arc<Gateway>) -> Self {
+        FrontDoor {
+            proxy: Arc::new(proxy),
+            gateway,
+        }
+    }
+}
+
+#[async_trait]
+impl ServerApp for FrontDoor {
+    /// Serves HTTP/1.x requests on one connection until it closes or is not reusable.
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let (limits, keepalive) = {
+            let runtime = self.gateway.runtime();
+            let server = &runtime.config.server;
+            let limits = HeaderLimits {
+                timeout: server.header_timeout.0,
+                max_bytes: usize::try_from(server.max_header_bytes.0).unwrap_or(usize::MAX),
+            };
+            // pingora counts keep-alive in whole seconds: round up, so only 0 turns it off.
+            let idle = server.keepalive_timeout.0;
+            let keepalive = idle.as_secs() + u64::from(idle.subsec_nanos() > 0);
+            (limits, (keepalive > 0).then_some(keepalive))
+        };
+        let mut session = ServerSession::new_http1(Box::new(LimitedStream::new(stream, limits)));
+        session.set_keepalive(if *shutdown.borrow() { None } else { keepalive });
+        let mut reused = self.proxy.process_new_http(session, shutdown).await;
+        while let Some((stream, settings)) = reused.map(|r| r.consume()) {
+            let stream: Stream = match stream.into_any().downcast::<LimitedStream<Stream>>() {
+                Ok(mut limited) => {
+                    limited.next_request();
+                    limited
+                }
+                // Not ours (cannot happen: pingora hands back the stream it was given).
+                Err(_) => return None,
+            };
+            let mut session = ServerSession::new_http1(stream);
+            if let Some(settings) = settings {
+                settings.apply_to_session(&mut session);
+            }
+            reused = self.proxy.process_new_http(session, shutdown).await;
+        }
+        None
+    }
+
+    async fn cleanup(&self) {
+        self.proxy.http_cleanup().await;
+    }
+}
+
+/// Where a connection is in reading a request header.
+#[derive(Debug)]
+enum Phase {
+    /// Reading a header that started at `since` (`None`: no byte of it yet).
+    Header {
+        since: Option<Instant>,
+        bytes: usize,
+        /// Line feeds seen with only `\r` between them: 2 ends the header.
+        line_ends: u8,
+    },
+    /// The header is complete: reads pass through.
+    Body,
+}
+
+/// A client stream that enforces [`HeaderLimits`] on every request header read from it.
+#[derive(Debug)]
+pub struct LimitedStream<S = Stream> {
+    inner: S,
+    limits: HeaderLimits,
+    phase: Phase,
+    /// Armed while a header read is pending, so a silent client is noticed.
+    deadline: Option<Pin<Box<Sleep>>>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> LimitedStream<S> {
+    /// A freshly accepted connection: its first header is timed from now.
+    pub fn new(inner: S, limits: HeaderLimits) -> Self {
+        LimitedStream {
+            inner,
+            limits,
+            phase: Phase::Header {
+                since: Some(Instant::now()),
+                bytes: 0,
+                line_ends: 0,
+            },
+            deadline: None,
+        }
+    }
+
+    /// The previous request is done; the next header is timed from its first byte.
+    pub fn next_request(&mut self) {
+        self.phase = Phase::Header {
+            since: None,
+            bytes: 0,
+            line_ends: 0,
+        };
+        self.deadline = None;
+    }
+
+    /// Accounts for `data` just read in the header phase; `Err` when a limit is broken.
+    fn observe(&mut self, data: &[u8]) -> Result<(), Refusal> {
+        let Phase::Header {
+            since,
+            bytes,
+            line_ends,
+        } = &mut self.phase
+        else {
+            return Ok(());
+        };
+        let started = *since.get_or_insert_with(Instant::now);
+        for (i, b) in data.iter().enumerate() {
+            match b {
+                b'\n' => {
+                    *line_ends += 1;
+                    if *line_ends == 2 {
+                        if *bytes + i + 1 > self.limits.max_bytes {
+                            return Err(Refusal::TooLarge);
+                        }
+                        self.phase = Phase::Body;
+                        self.deadline = None;
+                        return Ok(());
+                    }
+                }
+                b'\r' => {}
+                _ => *line_ends = 0,
+            }
+        }
+        *bytes += data.len();
+        if *bytes > self.limits.max_bytes {
+            return Err(Refusal::TooLarge);
+        }
+        if started.elapsed() >= self.limits.timeout {
+            return Err(Refusal::TimedOut);
+        }
+        Ok(())
+    }
+
+    /// Arms the deadline of a header that has started, and reports whether it has passed.
+    fn deadline_passed(&mut self, cx: &mut Context<'_>) -> bool {
+        let Phase::Header {
+            since: Some(started),
+            ..
+        } = self.phase
+        else {
+            return false;
+        };
+        let at = started + self.limits.timeout;
+        let sleep = self
+            .deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        sleep.as_mut().poll(cx).is_ready()
+    }
+
+    /// Answers the refusal (best effort: one non-blocking write) and gives pingora the
+    /// error that makes it close the connection.
+    fn refuse(&mut self, cx: &mut Context<'_>, refusal: Refusal) -> io::Error {
+        let (status, reason, error, kind) = match refusal {
+            Refusal::TimedOut => (
+                408,
+                "Request Timeout",
+                "request_timeout",
+                io::ErrorKind::TimedOut,
+            ),
+            Refusal::TooLarge => (
+                431,
+                "Request Header Fields Too Large",
+                "header_too_large",
+                io::ErrorKind::InvalidData,
+            ),
+        };
+        let body = format!("{{\"error\":\"{error}\"}}\n");
+        let response = format!(
+            "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let inner = Pin::new(&mut self.inner);
+        if let Poll::Ready(Ok(_)) = inner.poll_write(cx, response.as_bytes()) {
+            let _ = Pin::new(&mut self.inner).poll_flush(cx);
+        }
+        self.phase = Phase::Body;
+        self.deadline = None;
+        log::debug!("closing a client connection: {error}");
+        io::Error::new(kind, error)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    TimedOut,
+    TooLarge,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for LimitedStream<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if matches!(this.phase, Phase::Body) {
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
+        }
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let read = &buf.filled()[before..];
+                if read.is_empty() {
+                    return Poll::Ready(Ok(()));
+                }
+                match this.observe(read) {
+                    Ok(()) => Poll::Ready(Ok(())),
+                    Err(refusal) => Poll::Ready(Err(this.refuse(cx, refusal))),
+                }
+            }
+            Poll::Pending if this.deadline_passed(cx) => {
+                Poll::Ready(Err(this.refuse(cx, Refusal::TimedOut)))
+            }
+            other => other,
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for LimitedStream<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[async_trait]
+impl Shutdown for LimitedStream<Stream> {
+    async fn shutdown(&mut self) {
+        self.inner.shutdown().await
+    }
+}
+
+impl UniqueID for LimitedStream<Stream> {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for LimitedStream<Stream> {}
+
+impl GetTimingDigest for LimitedStream<Stream> {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+}
+
+impl GetProxyDigest for LimitedStream<Stream> {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+}
+
+impl GetSocketDigest for LimitedStream<Stream> {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+
+    fn set_socket_digest(&mut self, digest: SocketDigest) {
+        self.inner.set_socket_digest(digest)
+    }
+}
+
+#[async_trait]
+impl Peek for LimitedStream<Stream> {
+    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        self.inner.try_peek(buf).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    fn limits(timeout_ms: u64, max_bytes: usize) -> HeaderLimits {
+        HeaderLimits {
+            timeout: Duration::from_millis(timeout_ms),
+            max_bytes,
+        }
+    }
+
+    /// A connected pair: the client end, and the gateway end behind the limits.
+    fn pair(l: HeaderLimits) -> (DuplexStream, LimitedStream<DuplexStream>) {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        (client, LimitedStream::new(server, l))
+    }
+
+    async fn read_some(s: &mut LimitedStream<DuplexStream>) -> io::Result<Vec<u8>> {
+        let mut buf = vec![0; 4096];
+        let n = s.read(&mut buf).await?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    #[tokio::test]
+    async fn a_complete_header_then_the_body_pass_through() {
+        let (mut client, mut server) = pair(limits(10_000, 64));
+        client
+            .write_all(b"POST / HTTP/1.1\r\nhost: a\r\n\r\nbody")
+            .await
+            .ok();
+        let got = read_some(&mut server).await.ok();
+        assert_eq!(
+            got.as_deref(),
+            Some(&b"POST / HTTP/1.1\r\nhost: a\r\n\r\nbody"[..])
+        );
+        assert!(matches!(server.phase, Phase::Body));
+        // The body is not held to the header's size limit.
+        client.write_all(&[b'x'; 500]).await.ok();
+        assert_eq!(
+            read_some(&mut server).await.ok().map(|b| b.len()),
+            Some(500)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_header_over_the_size_limit_is_answered_431() {
+        let (mut client, mut server) = pair(limits(10_000, 32));
+        client
+            .write_all(b"GET / HTTP/1.1\r\nx-long: aaaaaaaaaaaaaaaaaaaaaa\r\n\r\n")
+            .await
+            .ok();
+        let err = read_some(&mut server).await.err();
+        assert_eq!(err.map(|e| e.kind()), Some(io::ErrorKind::InvalidData));
+        let mut answer = String::new();
+        drop(server);
+        client.read_to_string(&mut answer).await.ok();
+        assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
+        assert!(
+            answer.ends_with("{\"error\":\"header_too_large\"}\n"),
+            "{answer}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_header_trickling_past_the_timeout_is_answered_408() {
+        let (mut client, mut server) = pair(limits(1_000, 64 * 1024));
+        client.write_all(b"GET / HT").await.ok();
+        assert!(read_some(&mut server).await.is_ok());
+        // Nothing more arrives: the pending read fails when the deadline passes.
+        let err = read_some(&mut server).await.err();
+        assert_eq!(err.map(|e| e.kind()), Some(io::ErrorKind::TimedOut));
+        let mut answer = String::new();
+        drop(server);
+        client.read_to_string(&mut answer).await.ok();
+        assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bytes_arriving_after_the_deadline_do_not_extend_it() {
+        let (mut client, mut server) = pair(limits(1_000, 64 * 1024));
+        tokio::time::advance(Duration::from_millis(1_500)).await;
+        client.write_all(b"G").await.ok();
+        let err = read_some(&mut server).await.err();
+        assert_eq!(err.map(|e| e.kind()), Some(io::ErrorKind::TimedOut));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_kept_alive_connection_times_each_header_from_its_first_byte() {
+        let (mut client, mut server) = pair(limits(1_000, 64 * 1024));
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.ok();
+        assert!(read_some(&mut server).await.is_ok());
+        server.next_request();
+        // Idle longer than the header timeout: not the header's time yet.
+        tokio::time::advance(Duration::from_secs(5)).await;
+        client.write_all(b"GET /next HTTP/1.1\n\n").await.ok();
+        let got = read_some(&mut server).await.ok();
+        assert_eq!(got.as_deref(), Some(&b"GET /next HTTP/1.1\n\n"[..]));
+        assert!(matches!(server.phase, Phase::Body));
+    }
+
+    #[tokio::test]
+    async fn the_end_of_a_header_split_across_reads_is_found() {
+        let (mut client, mut server) = pair(limits(10_000, 64));
+        client.write_all(b"GET / HTTP/1.1\r\n\r").await.ok();
+        assert!(read_some(&mut server).await.is_ok());
+        assert!(matches!(server.phase, Phase::Header { .. }));
+        client.write_all(b"\n").await.ok();
+        assert!(read_some(&mut server).await.is_ok());
+        assert!(matches!(server.phase, Phase::Body));
+    }
+}
