@@ -8,7 +8,7 @@
 //! - the whole header must arrive within `server.header_timeout`, counted from the accept
 //!   for a connection's first request and from the first byte for later ones (the idle
 //!   time between requests is `server.keepalive_timeout`), else 408 and the connection
-//!   is closed;
+//!   is closed (quietly, when the client has not sent a byte);
 //! - a header larger than `server.max_header_bytes` gets 431 and the connection is closed.
 //!
 //! Once a header is complete the stream is a plain pass-through; body limits are applied
@@ -111,12 +111,69 @@ enum Phase {
     /// Reading a header that started at `since` (`None`: no byte of it yet).
     Header {
         since: Option<Instant>,
-        bytes: usize,
-        /// Line feeds seen with only `\r` between them: 2 ends the header.
-        line_ends: u8,
+        scan: HeaderScan,
     },
     /// The header is complete: reads pass through.
     Body,
+}
+
+/// Finds where a request header ends in the pieces a connection reads, and counts its
+/// size. Pure: no I/O, no time. The header ends at the first line feed that follows
+/// another with only carriage returns between them (`\r\n\r\n`, or `\n\n` as HTTP/1
+/// parsers also accept).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct HeaderScan {
+    /// Header bytes in the pieces before the current one.
+    bytes: usize,
+    /// Line feeds seen with only `\r` between them: 2 ends the header.
+    line_ends: u8,
+}
+
+/// What [`HeaderScan::feed`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scanned {
+    /// No end yet, and the header is within its limit so far.
+    Incomplete,
+    /// The header ends `end` bytes into this piece; what follows is body (or the next
+    /// request).
+    Complete { end: usize },
+    /// The header has passed `max_bytes`.
+    TooLarge,
+}
+
+impl HeaderScan {
+    /// Scans the next piece of a header of at most `max_bytes`.
+    pub fn feed(&mut self, piece: &[u8], max_bytes: usize) -> Scanned {
+        for (i, b) in piece.iter().enumerate() {
+            match b {
+                b'\n' => {
+                    self.line_ends += 1;
+                    if self.line_ends == 2 {
+                        let size = self.bytes.saturating_add(i + 1);
+                        self.bytes = size;
+                        return if size > max_bytes {
+                            Scanned::TooLarge
+                        } else {
+                            Scanned::Complete { end: i + 1 }
+                        };
+                    }
+                }
+                b'\r' => {}
+                _ => self.line_ends = 0,
+            }
+        }
+        self.bytes = self.bytes.saturating_add(piece.len());
+        if self.bytes > max_bytes {
+            Scanned::TooLarge
+        } else {
+            Scanned::Incomplete
+        }
+    }
+
+    /// Header bytes scanned so far.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
 }
 
 /// A client stream that enforces [`HeaderLimits`] on every request header read from it.
@@ -137,8 +194,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> LimitedStream<S> {
             limits,
             phase: Phase::Header {
                 since: Some(Instant::now()),
-                bytes: 0,
-                line_ends: 0,
+                scan: HeaderScan::default(),
             },
             deadline: None,
         }
@@ -148,48 +204,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin> LimitedStream<S> {
     pub fn next_request(&mut self) {
         self.phase = Phase::Header {
             since: None,
-            bytes: 0,
-            line_ends: 0,
+            scan: HeaderScan::default(),
         };
         self.deadline = None;
     }
 
     /// Accounts for `data` just read in the header phase; `Err` when a limit is broken.
     fn observe(&mut self, data: &[u8]) -> Result<(), Refusal> {
-        let Phase::Header {
-            since,
-            bytes,
-            line_ends,
-        } = &mut self.phase
-        else {
+        let Phase::Header { since, scan } = &mut self.phase else {
             return Ok(());
         };
         let started = *since.get_or_insert_with(Instant::now);
-        for (i, b) in data.iter().enumerate() {
-            match b {
-                b'\n' => {
-                    *line_ends += 1;
-                    if *line_ends == 2 {
-                        if *bytes + i + 1 > self.limits.max_bytes {
-                            return Err(Refusal::TooLarge);
-                        }
-                        self.phase = Phase::Body;
-                        self.deadline = None;
-                        return Ok(());
-                    }
-                }
-                b'\r' => {}
-                _ => *line_ends = 0,
+        match scan.feed(data, self.limits.max_bytes) {
+            Scanned::Complete { .. } => {
+                self.phase = Phase::Body;
+                self.deadline = None;
+                Ok(())
             }
+            Scanned::TooLarge => Err(Refusal::TooLarge),
+            Scanned::Incomplete if started.elapsed() >= self.limits.timeout => {
+                Err(Refusal::TimedOut)
+            }
+            Scanned::Incomplete => Ok(()),
         }
-        *bytes += data.len();
-        if *bytes > self.limits.max_bytes {
-            return Err(Refusal::TooLarge);
-        }
-        if started.elapsed() >= self.limits.timeout {
-            return Err(Refusal::TimedOut);
-        }
-        Ok(())
+    }
+
+    /// Whether any byte of the current header has arrived.
+    fn header_started(&self) -> bool {
+        matches!(&self.phase, Phase::Header { scan, .. } if scan.bytes() > 0)
     }
 
     /// Arms the deadline of a header that has started, and reports whether it has passed.
@@ -241,7 +283,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> LimitedStream<S> {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Refusal {
     TimedOut,
     TooLarge,
@@ -270,7 +312,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for LimitedStream<S> {
                 }
             }
             Poll::Pending if this.deadline_passed(cx) => {
-                Poll::Ready(Err(this.refuse(cx, Refusal::TimedOut)))
+                if this.header_started() {
+                    Poll::Ready(Err(this.refuse(cx, Refusal::TimedOut)))
+                } else {
+                    // A connection that never sent a byte is closed quietly, as if the
+                    // client had closed it.
+                    this.phase = Phase::Body;
+                    this.deadline = None;
+                    Poll::Ready(Ok(()))
+                }
             }
             other => other,
         }
@@ -348,6 +398,52 @@ impl GetSocketDigest for LimitedStream<Stream> {
 impl Peek for LimitedStream<Stream> {
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
         self.inner.try_peek(buf).await
+    }
+}
+
+/// A header scan over pieces, as one result: shared by the unit tests and the fuzz target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScanResult {
+    /// The header ended `at` bytes into the whole input.
+    Complete { at: usize },
+    /// Refused for its size.
+    TooLarge,
+    /// Neither, by the end of the input.
+    Incomplete,
+}
+
+/// Feeds `pieces` to one [`HeaderScan`] until it completes or refuses.
+pub fn scan_pieces(pieces: &[&[u8]], max_bytes: usize) -> ScanResult {
+    let mut scan = HeaderScan::default();
+    let mut before = 0;
+    for piece in pieces {
+        match scan.feed(piece, max_bytes) {
+            Scanned::Complete { end } => return ScanResult::Complete { at: before + end },
+            Scanned::TooLarge => return ScanResult::TooLarge,
+            Scanned::Incomplete => before += piece.len(),
+        }
+    }
+    ScanResult::Incomplete
+}
+
+/// What [`scan_pieces`] must give for `data` however it is split, by a direct reading of
+/// the rule: the first line feed that follows another with only `\r` between them.
+pub fn reference_scan(data: &[u8], max_bytes: usize) -> ScanResult {
+    let mut last_lf: Option<usize> = None;
+    let mut end = None;
+    for (i, &b) in data.iter().enumerate() {
+        if b == b'\n' {
+            if last_lf.is_some_and(|j| data[j + 1..i].iter().all(|&c| c == b'\r')) {
+                end = Some(i + 1);
+                break;
+            }
+            last_lf = Some(i);
+        }
+    }
+    match end {
+        Some(at) if at <= max_bytes => ScanResult::Complete { at },
+        None if data.len() <= max_bytes => ScanResult::Incomplete,
+        _ => ScanResult::TooLarge,
     }
 }
 
@@ -431,6 +527,21 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_connection_that_never_speaks_is_closed_quietly() {
+        let (mut client, mut server) = pair(limits(1_000, 64 * 1024));
+        let got = read_some(&mut server).await.ok();
+        assert_eq!(
+            got.as_deref(),
+            Some(&b""[..]),
+            "end of stream at the deadline"
+        );
+        drop(server);
+        let mut answer = Vec::new();
+        client.read_to_end(&mut answer).await.ok();
+        assert!(answer.is_empty(), "nothing written: {answer:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn bytes_arriving_after_the_deadline_do_not_extend_it() {
         let (mut client, mut server) = pair(limits(1_000, 64 * 1024));
         tokio::time::advance(Duration::from_millis(1_500)).await;
@@ -451,6 +562,47 @@ mod tests {
         let got = read_some(&mut server).await.ok();
         assert_eq!(got.as_deref(), Some(&b"GET /next HTTP/1.1\n\n"[..]));
         assert!(matches!(server.phase, Phase::Body));
+    }
+
+    #[test]
+    fn header_ends_and_sizes_match_the_reference_over_random_splits() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        for _ in 0..20_000 {
+            let len = rng.usize(0..64);
+            let data: Vec<u8> = (0..len)
+                .map(|_| [b'a', b'\r', b'\n', b':'][rng.usize(0..4)])
+                .collect();
+            let max_bytes = rng.usize(1..64);
+            let mut pieces = Vec::new();
+            let mut at = 0;
+            while at < data.len() {
+                let n = rng.usize(1..=data.len() - at);
+                pieces.push(&data[at..at + n]);
+                at += n;
+            }
+            let got = scan_pieces(&pieces, max_bytes);
+            assert_eq!(
+                got,
+                reference_scan(&data, max_bytes),
+                "{data:?} max {max_bytes}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_oversized_header_is_refused_and_a_bare_lf_header_ends() {
+        assert_eq!(
+            scan_pieces(&[b"GET / HTTP/1.1\r\nx: 1234567890"], 20),
+            ScanResult::TooLarge
+        );
+        assert_eq!(
+            scan_pieces(&[b"GET / HTTP/1.1\n\nbody"], 64),
+            ScanResult::Complete { at: 16 }
+        );
+        assert_eq!(
+            scan_pieces(&[b"GET / HTTP/1.1\r\nx: 1\r\n", b"\r", b"\nbody"], 64),
+            ScanResult::Complete { at: 24 }
+        );
     }
 
     #[tokio::test]

@@ -20,7 +20,10 @@ mod request_id;
 mod respond;
 
 pub use failure::{classify, ProxyFailure};
-pub use front::{FrontDoor, HeaderLimits, LimitedStream};
+pub use front::{
+    reference_scan, scan_pieces, FrontDoor, HeaderLimits, HeaderScan, LimitedStream, ScanResult,
+    Scanned,
+};
 pub use request_id::RequestIds;
 
 use crate::breaker::{FailureKind, Outcome, Permit};
