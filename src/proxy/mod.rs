@@ -3,14 +3,17 @@
 //! ([`crate::breaker`]), upstream choice ([`crate::runtime::Upstreams`]). No breaker logic
 //! lives here.
 //!
-//! A request's journey through the hooks:
-//! - `request_filter`: request id, path check (400), route lookup (404);
+//! A request's journey, after [`FrontDoor`] has held its header to the header limits:
+//! - `request_filter`: request id, path check (400), route lookup (404), body limits
+//!   (413 for a declared length over `server.max_body_bytes`, `server.body_timeout`);
+//! - `request_body_filter`: a streamed body over `server.max_body_bytes` (413);
 //! - `proxy_upstream_filter`: upstream choice (503 `no_healthy_upstream`), breaker
 //!   admission (503 `circuit_open` / `route_paused`);
 //! - `upstream_peer`, `upstream_request_filter`: the chosen peer, rewritten path and
 //!   forwarding headers;
 //! - `upstream_response_filter`: the upstream status;
-//! - `fail_to_connect` / `fail_to_proxy`: JSON 502/504;
+//! - `fail_to_connect` / `fail_to_proxy`: JSON 502/504, and 408/413 for a stalled or
+//!   oversized body;
 //! - `logging`: the one place the outcome is recorded (or the permit released).
 
 mod caching;
