@@ -5,11 +5,8 @@
 
 mod common;
 
-use common::{wait_until, Fault, Gateway, Upstream};
+use common::{wait_until, Fault, Gateway, Traffic, Upstream};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::thread;
 use std::time::{Duration, Instant};
 
 const TIMEOUT: Duration = Duration::from_millis(300);
@@ -32,90 +29,54 @@ struct Tally {
     slowest: Duration,
 }
 
-struct Traffic {
-    stop: Arc<AtomicBool>,
-    answered: Arc<AtomicU64>,
-    handles: Vec<thread::JoinHandle<Tally>>,
+/// One client request: its status, whether it was a breaker rejection and whether its
+/// body broke off, or the transport error; and how long it took.
+struct Answer {
+    result: Result<(u16, bool, bool), String>,
+    took: Duration,
 }
 
-impl Traffic {
-    fn start(url: String) -> Traffic {
-        let stop = Arc::new(AtomicBool::new(false));
-        let answered = Arc::new(AtomicU64::new(0));
-        let handles = (0..CLIENTS)
-            .map(|_| {
-                let (stop, answered, url) = (stop.clone(), answered.clone(), url.clone());
-                thread::spawn(move || {
-                    let agent = ureq::AgentBuilder::new()
-                        .timeout(Duration::from_secs(30))
-                        .build();
-                    let mut t = Tally::default();
-                    for _ in 0..MAX_PER_CLIENT {
-                        if stop.load(Ordering::SeqCst) {
-                            break;
-                        }
-                        let started = Instant::now();
-                        let resp = match agent.get(&url).call() {
-                            Ok(r) => Ok(r),
-                            Err(ureq::Error::Status(_, r)) => Ok(r),
-                            Err(e) => Err(e.to_string()),
-                        };
-                        match resp {
-                            Ok(r) => {
-                                let status = r.status();
-                                if status == 503 && r.header("x-fusegate-breaker").is_some() {
-                                    t.rejections += 1;
-                                }
-                                *t.statuses.entry(status).or_default() += 1;
-                                if r.into_string().is_err() {
-                                    t.truncated += 1;
-                                }
-                            }
-                            Err(e) => t.transport_errors.push(e),
-                        }
-                        t.slowest = t.slowest.max(started.elapsed());
-                        answered.fetch_add(1, Ordering::SeqCst);
-                    }
-                    t
-                })
-            })
-            .collect();
-        Traffic {
-            stop,
-            answered,
-            handles,
-        }
+fn send(agent: &ureq::Agent, url: &str) -> Answer {
+    let started = Instant::now();
+    let resp = match agent.get(url).call() {
+        Ok(r) => Ok(r),
+        Err(ureq::Error::Status(_, r)) => Ok(r),
+        Err(e) => Err(e.to_string()),
+    };
+    let result = resp.map(|r| {
+        let status = r.status();
+        let rejected = status == 503 && r.header("x-fusegate-breaker").is_some();
+        (status, rejected, r.into_string().is_err())
+    });
+    Answer {
+        result,
+        took: started.elapsed(),
     }
+}
 
-    fn answered(&self) -> u64 {
-        self.answered.load(Ordering::SeqCst)
-    }
-
-    /// Waits for `n` more answers.
-    fn wait_more(&self, n: u64) {
-        let target = self.answered() + n;
-        wait_until(
-            &format!("{n} more answers"),
-            Duration::from_secs(30),
-            || self.answered() >= target,
-        );
-    }
-
-    fn finish(self) -> Tally {
-        self.stop.store(true, Ordering::SeqCst);
-        let mut all = Tally::default();
-        for h in self.handles {
-            let t = h.join().expect("client thread");
-            for (k, v) in t.statuses {
-                *all.statuses.entry(k).or_default() += v;
+impl Tally {
+    fn of(answers: Vec<Answer>) -> Tally {
+        let mut t = Tally::default();
+        for a in answers {
+            match a.result {
+                Ok((status, rejected, truncated)) => {
+                    *t.statuses.entry(status).or_default() += 1;
+                    t.rejections += u64::from(rejected);
+                    t.truncated += u64::from(truncated);
+                }
+                Err(e) => t.transport_errors.push(e),
             }
-            all.rejections += t.rejections;
-            all.truncated += t.truncated;
-            all.transport_errors.extend(t.transport_errors);
-            all.slowest = all.slowest.max(t.slowest);
+            t.slowest = t.slowest.max(a.took);
         }
-        all
+        t
     }
+}
+
+fn start_traffic(url: String) -> Traffic<Answer> {
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(30))
+        .build();
+    Traffic::start(CLIENTS, MAX_PER_CLIENT, move || send(&agent, &url))
 }
 
 /// `name{labels} value` lines of /metrics for this route, summed by metric name.
@@ -143,7 +104,7 @@ fn scenario(fault: impl Fn(&Upstream), heal: impl Fn(&Upstream)) -> (Tally, Gate
         up.url(),
         TIMEOUT.as_millis()
     ));
-    let traffic = Traffic::start(gw.url("/api/chaos/item"));
+    let traffic = start_traffic(gw.url("/api/chaos/item"));
     traffic.wait_more(40);
 
     fault(&up);
@@ -157,7 +118,7 @@ fn scenario(fault: impl Fn(&Upstream), heal: impl Fn(&Upstream)) -> (Tally, Gate
         || transitions_to(&gw, "closed") >= 1 && gw.breaker("chaos")["state"] == "closed",
     );
     traffic.wait_more(40);
-    let tally = traffic.finish();
+    let tally = Tally::of(traffic.finish());
 
     let sent: u64 = tally.statuses.values().sum::<u64>() + tally.transport_errors.len() as u64;
     println!(

@@ -3,9 +3,7 @@
 
 mod common;
 
-use common::{ctl, wait_until, Gateway, Nats, Upstream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use common::{ctl, wait_until, Gateway, Nats, Traffic, Upstream};
 use std::thread;
 use std::time::Duration;
 
@@ -151,53 +149,17 @@ fn a_viewer_can_read_but_not_pause() {
     assert!(out.contains("gw-v:") && out.contains("catalog"), "{out}");
 }
 
-/// Ordinary traffic from several clients until `stop` is set (at most `MAX_EACH`
-/// requests each): every response's status and whether its body came from the upstream.
-struct Traffic {
-    stop: Arc<AtomicBool>,
-    sent: Arc<AtomicU64>,
-    clients: Vec<thread::JoinHandle<Vec<(u16, bool)>>>,
-}
-
+/// Each client stops after this many requests if the test has not ended before.
 const MAX_EACH: usize = 5_000;
 
-impl Traffic {
-    fn start(url: String, clients: usize) -> Traffic {
-        let stop = Arc::new(AtomicBool::new(false));
-        let sent = Arc::new(AtomicU64::new(0));
-        let clients = (0..clients)
-            .map(|_| {
-                let (stop, sent, url) = (stop.clone(), sent.clone(), url.clone());
-                thread::spawn(move || {
-                    let mut seen = Vec::new();
-                    while !stop.load(Ordering::SeqCst) && seen.len() < MAX_EACH {
-                        let r = common::get(&url);
-                        seen.push((r.status, r.body.contains(r#""upstream":"catalog""#)));
-                        sent.fetch_add(1, Ordering::SeqCst);
-                        thread::sleep(Duration::from_millis(2));
-                    }
-                    seen
-                })
-            })
-            .collect();
-        Traffic {
-            stop,
-            sent,
-            clients,
-        }
-    }
-
-    fn sent(&self) -> u64 {
-        self.sent.load(Ordering::SeqCst)
-    }
-
-    fn finish(self) -> Vec<(u16, bool)> {
-        self.stop.store(true, Ordering::SeqCst);
-        self.clients
-            .into_iter()
-            .flat_map(|c| c.join().expect("traffic thread"))
-            .collect()
-    }
+/// Ordinary traffic from 4 clients: each response's status and whether its body came
+/// from the upstream.
+fn start_traffic(url: String) -> Traffic<(u16, bool)> {
+    Traffic::start(4, MAX_EACH, move || {
+        let r = common::get(&url);
+        thread::sleep(Duration::from_millis(2));
+        (r.status, r.body.contains(r#""upstream":"catalog""#))
+    })
 }
 
 #[test]
@@ -207,14 +169,12 @@ fn the_proxy_keeps_serving_while_nats_is_down_and_control_returns_with_it() {
     let up = Upstream::start("catalog");
     let gw = gateway(&nats, &c, "gw-o", "DC1", &up.url());
     let url = nats.url();
-    let traffic = Traffic::start(gw.url("/api/catalog"), 4);
-    wait_until("traffic to flow", Duration::from_secs(10), || {
-        traffic.sent() >= 50
-    });
+    let traffic = start_traffic(gw.url("/api/catalog"));
+    traffic.wait_more(50);
 
     nats.stop();
     wait_nats(&gw, false);
-    let outage_began = traffic.sent();
+    let outage_began = traffic.answered();
     let h = gw.admin("GET", "/health");
     assert_eq!(h.status, 503);
     assert_eq!(
@@ -227,14 +187,14 @@ fn the_proxy_keeps_serving_while_nats_is_down_and_control_returns_with_it() {
         .body
         .contains("fusegate_nats_connected 0"));
     wait_until("traffic during the outage", Duration::from_secs(10), || {
-        traffic.sent() >= outage_began + 100
+        traffic.answered() >= outage_began + 100
     });
 
     nats.restart();
     wait_nats(&gw, true);
-    let restarted = traffic.sent();
+    let restarted = traffic.answered();
     wait_until("traffic after the restart", Duration::from_secs(10), || {
-        traffic.sent() >= restarted + 50
+        traffic.answered() >= restarted + 50
     });
     let seen = traffic.finish();
     eprintln!(

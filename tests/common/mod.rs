@@ -588,27 +588,21 @@ pub fn get_from(source: &str, port: u16, target: &str) -> (u16, String) {
     sock.bind(&src.into()).expect("bind source address");
     let dst: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     sock.connect(&dst.into()).expect("connect");
-    let mut s: TcpStream = sock.into();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    let status = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, out)
+    let request = format!("GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    exchange(sock.into(), request.as_bytes())
 }
 
 /// Sends `request` exactly as given and returns the status and the whole response text
 /// (read until the gateway closes the connection).
 pub fn raw_request(port: u16, request: &[u8]) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    exchange(
+        TcpStream::connect(("127.0.0.1", port)).expect("connect"),
+        request,
+    )
+}
+
+/// Writes `request` on `s`, reads until the peer closes, and parses the status.
+fn exchange(mut s: TcpStream, request: &[u8]) -> (u16, String) {
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(request).expect("send request");
     let mut out = Vec::new();
@@ -620,6 +614,67 @@ pub fn raw_request(port: u16, request: &[u8]) -> (u16, String) {
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
     (status, out)
+}
+
+/// Steady traffic: `clients` threads each calling `request` until [`Traffic::finish`]
+/// (and at most `max_each` times, so the load always stops by itself).
+pub struct Traffic<R> {
+    stop: Arc<AtomicBool>,
+    answered: Arc<AtomicU64>,
+    clients: Vec<thread::JoinHandle<Vec<R>>>,
+}
+
+impl<R: Send + 'static> Traffic<R> {
+    pub fn start<F>(clients: usize, max_each: usize, request: F) -> Traffic<R>
+    where
+        F: Fn() -> R + Send + Sync + 'static,
+    {
+        let stop = Arc::new(AtomicBool::new(false));
+        let answered = Arc::new(AtomicU64::new(0));
+        let request = Arc::new(request);
+        let clients = (0..clients)
+            .map(|_| {
+                let (stop, answered, request) = (stop.clone(), answered.clone(), request.clone());
+                thread::spawn(move || {
+                    let mut out = Vec::new();
+                    while out.len() < max_each && !stop.load(Ordering::SeqCst) {
+                        out.push(request());
+                        answered.fetch_add(1, Ordering::SeqCst);
+                    }
+                    out
+                })
+            })
+            .collect();
+        Traffic {
+            stop,
+            answered,
+            clients,
+        }
+    }
+
+    /// Requests answered so far, all clients together.
+    pub fn answered(&self) -> u64 {
+        self.answered.load(Ordering::SeqCst)
+    }
+
+    /// Waits (at most 30 s) for `n` more answers.
+    pub fn wait_more(&self, n: u64) {
+        let target = self.answered() + n;
+        wait_until(
+            &format!("{n} more answers"),
+            Duration::from_secs(30),
+            || self.answered() >= target,
+        );
+    }
+
+    /// Stops the clients and returns every answer.
+    pub fn finish(self) -> Vec<R> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.clients
+            .into_iter()
+            .flat_map(|c| c.join().expect("traffic client"))
+            .collect()
+    }
 }
 
 /// A real `nats-server` on a loopback port, with the shipped `config/nats-server.conf`
