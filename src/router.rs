@@ -1,5 +1,5 @@
-//! Request paths: the safety check (no dot segments, no encoded slashes) and the
-//! longest-prefix route lookup.
+//! Request paths: the safety check (no dot segments, no encoded slashes), empty segments
+//! merged (`//` is `/`, as nginx's `merge_slashes`), and the longest-prefix route lookup.
 //!
 //! Lookup cost depends on the depth of the request path, not on the number of routes:
 //! each `/`-boundary prefix of the path is one hash lookup, longest first.
@@ -9,7 +9,7 @@ use std::collections::HashMap;
 /// Why a path was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PathError {
-    /// A `.` or `..` segment, raw or percent-encoded.
+    /// A `.` or `..` segment, raw or percent-encoded, with or without `;` parameters.
     DotSegment,
     /// A percent-encoded `/`, `\` or NUL inside a segment.
     EncodedSeparator,
@@ -25,16 +25,41 @@ impl PathError {
 }
 
 /// Accepts a request path (without query) that is safe to match and forward.
+///
+/// A segment's `;` parameters do not hide a dot segment: `..;x` is refused like `..`,
+/// since some servers behind a gateway drop the parameters before resolving the path.
 pub fn check_path(path: &str) -> Result<(), PathError> {
     for seg in path.split('/') {
-        if seg == "." || seg == ".." {
+        let name = seg.split(';').next().unwrap_or(seg);
+        if name == "." || name == ".." {
             return Err(PathError::DotSegment);
         }
         if seg.contains('%') {
             check_encoded_segment(seg)?;
+            if name.len() < seg.len() {
+                check_encoded_segment(name)?;
+            }
         }
     }
     Ok(())
+}
+
+/// The path with every run of `/` merged into one, or `None` when it has no empty
+/// segment. The merged path is what is matched and sent upstream.
+pub fn merge_slashes(path: &str) -> Option<String> {
+    if !path.contains("//") {
+        return None;
+    }
+    let mut merged = String::with_capacity(path.len());
+    let mut last_slash = false;
+    for c in path.chars() {
+        if c == '/' && last_slash {
+            continue;
+        }
+        last_slash = c == '/';
+        merged.push(c);
+    }
+    Some(merged)
 }
 
 fn check_encoded_segment(seg: &str) -> Result<(), PathError> {
@@ -144,9 +169,25 @@ mod tests {
             "/api/%2E%2E/x",
             "/api/.%2e/x",
             "/api/%2e/x",
+            "/api/..;/x",
+            "/api/..;jsessionid=1/x",
+            "/api/.;x/y",
+            "/api/%2e%2e;x/y",
+            "/..;",
         ] {
             assert_eq!(check_path(bad), Err(PathError::DotSegment), "{bad}");
         }
+    }
+
+    #[test]
+    fn empty_segments_are_merged() {
+        assert_eq!(merge_slashes("/api/catalog/x"), None);
+        assert_eq!(
+            merge_slashes("//api//catalog/x").as_deref(),
+            Some("/api/catalog/x")
+        );
+        assert_eq!(merge_slashes("/api/x///").as_deref(), Some("/api/x/"));
+        assert_eq!(merge_slashes("//").as_deref(), Some("/"));
     }
 
     #[test]
@@ -167,6 +208,8 @@ mod tests {
             "/api/catalog/%20x",
             "/api/catalog/100%",
             "/api/catalog/%zz",
+            "/api/catalog/a;b=c",
+            "/api/catalog/...;x",
         ] {
             assert_eq!(check_path(ok), Ok(()), "{ok}");
         }

@@ -4,12 +4,18 @@
 //! the last transition (48 bits of milliseconds). Every transition bumps the generation,
 //! so a permit or outcome from an earlier period is recognised and ignored. Half-open
 //! probe accounting lives in a second word tagged with the same generation.
+//!
+//! A reload that changes a route's window gives it a new [`Breaker`] (new window) that
+//! *shares* the old one's state words: a permit taken from the old breaker (a half-open
+//! probe in flight across the reload) settles the same probe slot, so no slot is ever
+//! stranded and no more than `half_open_probes` probes run at once.
 
 use super::settings::{Mode, Settings};
 use super::window::{Counts, Window};
 use super::WindowShape;
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering::*};
+use std::sync::Arc;
 
 /// A breaker's state. The numbers are those of the `fusegate_breaker_state` metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -201,12 +207,18 @@ fn pack_probes(generation: u64, taken: u64, succeeded: u64) -> u64 {
         | ((succeeded & PROBE_COUNT_MASK) << (GEN_BITS + PROBE_COUNT_BITS))
 }
 
-/// One route's circuit breaker.
+/// The state words of a breaker, shared with the breakers that replace it on a reload.
 #[derive(Debug)]
-pub struct Breaker {
+struct Core {
     word: AtomicU64,
     probes: AtomicU64,
     rejected: AtomicU64,
+}
+
+/// One route's circuit breaker.
+#[derive(Debug)]
+pub struct Breaker {
+    core: Arc<Core>,
     window: Window,
 }
 
@@ -219,21 +231,23 @@ impl Breaker {
             since_ms: now_ms & TIME_MASK,
         };
         Breaker {
-            word: AtomicU64::new(w.pack()),
-            // Generation GEN_MASK is never the first half-open generation.
-            probes: AtomicU64::new(pack_probes(GEN_MASK, 0, 0)),
-            rejected: AtomicU64::new(0),
+            core: Arc::new(Core {
+                word: AtomicU64::new(w.pack()),
+                // Generation GEN_MASK is never the first half-open generation.
+                probes: AtomicU64::new(pack_probes(GEN_MASK, 0, 0)),
+                rejected: AtomicU64::new(0),
+            }),
             window: Window::new(shape),
         }
     }
 
-    /// A breaker with a new window shape that carries over this one's state (but not its
-    /// counts): used when a reload changes the window.
+    /// A breaker with a new window shape (and an empty window) that shares this one's
+    /// state, pause and probe slots: used when a reload changes the window. Permits taken
+    /// from either breaker settle on the shared state, so a probe in flight across the
+    /// reload frees its slot when it ends, whichever breaker it was taken from.
     pub fn reshaped(&self, shape: WindowShape) -> Self {
         Breaker {
-            word: AtomicU64::new(self.word.load(Acquire)),
-            probes: AtomicU64::new(self.probes.load(Acquire)),
-            rejected: AtomicU64::new(self.rejected.load(Relaxed)),
+            core: self.core.clone(),
             window: Window::new(shape),
         }
     }
@@ -244,14 +258,14 @@ impl Breaker {
 
     /// The stored state (an open breaker stays `Open` here until a request moves it on).
     pub fn state(&self) -> State {
-        Word::unpack(self.word.load(Acquire)).state
+        Word::unpack(self.core.word.load(Acquire)).state
     }
 
     /// Whether a request now would be turned away, without taking a probe slot or
     /// changing state: paused, or open and not yet past its reset timeout. Observe mode
     /// never rejects for an open breaker.
     pub fn rejects(&self, s: &Settings, now_ms: u64) -> bool {
-        let w = Word::unpack(self.word.load(Acquire));
+        let w = Word::unpack(self.core.word.load(Acquire));
         match w.state {
             State::ForcedOpen => true,
             State::Open => {
@@ -265,7 +279,7 @@ impl Breaker {
     pub fn try_acquire(&self, s: &Settings, now_ms: u64) -> Acquire {
         let mut transition = None;
         loop {
-            let raw = self.word.load(Acquire);
+            let raw = self.core.word.load(Acquire);
             let w = Word::unpack(raw);
             let result = match w.state {
                 State::Closed => Ok(self.permit(w, false)),
@@ -309,7 +323,7 @@ impl Breaker {
                 }
             };
             if result.is_err() {
-                self.rejected.fetch_add(1, Relaxed);
+                self.core.rejected.fetch_add(1, Relaxed);
             }
             return Acquire { result, transition };
         }
@@ -325,7 +339,7 @@ impl Breaker {
     ) -> Option<Transition> {
         let slow = s.slow_call_ms > 0 && outcome.duration_ms > s.slow_call_ms;
         let failed = outcome.failure.is_some();
-        let raw = self.word.load(Acquire);
+        let raw = self.core.word.load(Acquire);
         let w = Word::unpack(raw);
         if w.generation != permit.generation {
             // The breaker moved on while this request ran: its outcome belongs to a
@@ -380,11 +394,22 @@ impl Breaker {
         if !permit.probe {
             return;
         }
-        let _ = self.probes.fetch_update(AcqRel, Acquire, |p| {
+        let _ = self.core.probes.fetch_update(AcqRel, Acquire, |p| {
             let (taken, succeeded) = unpack_probes(p, permit.generation);
             (p & GEN_MASK == permit.generation && taken > 0)
                 .then(|| pack_probes(permit.generation, taken - 1, succeeded))
         });
+    }
+
+    /// Turns down a permit just taken by a request that cannot be a half-open probe: its
+    /// slot is freed at once and the request counts as rejected.
+    pub fn refuse_probe(&self, permit: Permit) -> Rejection {
+        self.release(permit);
+        self.core.rejected.fetch_add(1, Relaxed);
+        Rejection {
+            state: State::HalfOpen,
+            retry_after_secs: Some(1),
+        }
     }
 
     /// Operator pause: any state to `forced_open`.
@@ -414,7 +439,7 @@ impl Breaker {
     }
 
     pub fn snapshot(&self, s: &Settings, now_ms: u64) -> Snapshot {
-        let w = Word::unpack(self.word.load(Acquire));
+        let w = Word::unpack(self.core.word.load(Acquire));
         let reopen_at = w.since_ms.saturating_add(s.reset_timeout_ms);
         let (state, retry_after_secs) = match w.state {
             State::Open if now_ms >= reopen_at => (State::HalfOpen, Some(1)),
@@ -426,7 +451,7 @@ impl Breaker {
             state,
             since_ms: w.since_ms,
             window: self.window.counts(now_ms),
-            rejected_total: self.rejected.load(Relaxed),
+            rejected_total: self.core.rejected.load(Relaxed),
             retry_after_secs,
         }
     }
@@ -438,7 +463,7 @@ impl Breaker {
         applies: impl Fn(State) -> bool,
     ) -> Option<Transition> {
         loop {
-            let raw = self.word.load(Acquire);
+            let raw = self.core.word.load(Acquire);
             let w = Word::unpack(raw);
             if !applies(w.state) {
                 return None;
@@ -464,13 +489,15 @@ impl Breaker {
     }
 
     fn cas(&self, current: u64, next: Word) -> bool {
-        self.word
+        self.core
+            .word
             .compare_exchange(current, next.pack(), AcqRel, Acquire)
             .is_ok()
     }
 
     fn take_probe(&self, generation: u64, limit: u32) -> bool {
-        self.probes
+        self.core
+            .probes
             .fetch_update(AcqRel, Acquire, |p| {
                 let (taken, succeeded) = unpack_probes(p, generation);
                 (taken < u64::from(limit)).then(|| pack_probes(generation, taken + 1, succeeded))
@@ -480,7 +507,7 @@ impl Breaker {
 
     /// Counts one successful probe; returns how many have succeeded in this period.
     fn probe_succeeded(&self, generation: u64) -> u64 {
-        match self.probes.fetch_update(AcqRel, Acquire, |p| {
+        match self.core.probes.fetch_update(AcqRel, Acquire, |p| {
             let (taken, succeeded) = unpack_probes(p, generation);
             (p & GEN_MASK == generation).then(|| pack_probes(generation, taken, succeeded + 1))
         }) {

@@ -400,3 +400,65 @@ fn reshaping_keeps_the_state() {
     assert_eq!(r.state(), State::Open);
     assert!(!admitted(&r, &s, 10));
 }
+
+fn shape_b() -> WindowShape {
+    WindowShape {
+        bucket_ms: 500,
+        buckets: 4,
+    }
+}
+
+#[test]
+fn a_probe_in_flight_across_a_reshape_frees_its_slot_on_the_new_breaker() {
+    let s = Settings {
+        half_open_probes: 1,
+        ..settings()
+    };
+    let old = breaker(&s);
+    open_it(&old, &s, 0);
+    let probe = old.try_acquire(&s, 30_000).result.expect("the probe");
+    assert!(probe.is_probe());
+    let new = old.reshaped(shape_b());
+    // The probe still runs: the one slot stays taken on the new breaker too.
+    assert!(!admitted(&new, &s, 30_001));
+    // The client went away: its slot is back, on the breaker the route now uses.
+    old.release(probe);
+    let again = new.try_acquire(&s, 30_002).result.expect("a new probe");
+    assert!(again.is_probe());
+    let t = new.record(again, Outcome::success(1), &s, 30_003);
+    assert_eq!(t.map(|t| t.to), Some(State::Closed));
+    assert_eq!(old.state(), State::Closed);
+}
+
+#[test]
+fn a_probe_settled_on_the_old_breaker_after_a_reshape_closes_the_new_one() {
+    let s = settings();
+    let old = breaker(&s);
+    open_it(&old, &s, 0);
+    let probe = old.try_acquire(&s, 30_000).result.expect("the probe");
+    let new = old.reshaped(shape_b());
+    let t = old.record(probe, Outcome::success(1), &s, 30_010);
+    assert_eq!(t.map(|t| t.to), Some(State::Closed));
+    assert_eq!(new.state(), State::Closed);
+    assert!(admitted(&new, &s, 30_011));
+    assert_eq!(new.window_shape(), shape_b());
+}
+
+#[test]
+fn a_failed_probe_settled_on_the_old_breaker_reopens_the_new_one() {
+    let s = settings();
+    let old = breaker(&s);
+    open_it(&old, &s, 0);
+    let probe = old.try_acquire(&s, 30_000).result.expect("the probe");
+    let new = old.reshaped(shape_b());
+    old.record(
+        probe,
+        Outcome::failure(FailureKind::Timeout, 5_000),
+        &s,
+        35_000,
+    );
+    assert_eq!(new.state(), State::Open);
+    assert!(!admitted(&new, &s, 35_001));
+    // reset_timeout starts over from the failed probe.
+    assert!(admitted(&new, &s, 65_000));
+}

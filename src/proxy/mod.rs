@@ -4,17 +4,28 @@
 //! lives here.
 //!
 //! A request's journey, after [`FrontDoor`] has held its header to the header limits:
-//! - `request_filter`: request id, path check (400), route lookup (404), body limits
-//!   (413 for a declared length over `server.max_body_bytes`, `server.body_timeout`);
-//! - `request_body_filter`: a streamed body over `server.max_body_bytes` (413);
+//! - `request_filter`: request id, path check (400) and merged slashes, route lookup
+//!   (404), body limits (413 for a declared length over `server.max_body_bytes`,
+//!   `server.body_timeout`), rate limit (429), and a small body read whole (see below);
+//! - `request_body_filter`: a streamed body over `server.max_body_bytes` (413); the end
+//!   of the body marks the request as sent, where the upstream's time starts;
 //! - `proxy_upstream_filter`: upstream choice (503 `no_healthy_upstream`), breaker
 //!   admission (503 `circuit_open` / `route_paused`);
 //! - `upstream_peer`, `upstream_request_filter`: the chosen peer, rewritten path and
 //!   forwarding headers;
-//! - `upstream_response_filter`: the upstream status;
+//! - `upstream_response_filter`: the response header settles the breaker outcome (a
+//!   half-open probe is done here, however long the body or upgraded stream lasts);
 //! - `fail_to_connect` / `fail_to_proxy`: JSON 502/504, and 408/413 for a stalled or
 //!   oversized body;
-//! - `logging`: the one place the outcome is recorded (or the permit released).
+//! - `logging`: records the outcome of a request that failed before any response header,
+//!   or hands the permit back.
+//!
+//! Only the upstream is blamed. A request body of up to [`PREREAD_LIMIT`] bytes with a
+//! `Content-Length` is read whole before the breaker is asked, so a client that stalls
+//! its upload gets 408 after `server.body_timeout` without ever holding a permit or
+//! reaching the upstream. A larger or chunked body is streamed; while it streams, the
+//! upstream's read timeout is `timeout` + `server.body_timeout`, so the client's own body
+//! timeout always fires first, and such a request never takes a half-open probe slot.
 
 mod caching;
 mod failure;
@@ -33,7 +44,7 @@ use crate::breaker::{FailureKind, Outcome, Permit};
 use crate::config::HostHeader;
 use crate::gateway::{Gateway, InflightGuard};
 use crate::metrics::RejectReason;
-use crate::router::check_path;
+use crate::router::{check_path, merge_slashes};
 use crate::runtime::Route;
 use async_trait::async_trait;
 use http::{HeaderValue, Uri};
@@ -45,7 +56,12 @@ use pingora::http::RequestHeader;
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// Request bodies up to this size, with a declared length, are read whole before the
+/// request is admitted (pingora replays them upstream from its retry buffer, whose size
+/// this is).
+pub const PREREAD_LIMIT: u64 = 64 * 1024;
 
 /// The proxy service: one per process, shared by every worker thread.
 pub struct Proxy {
@@ -70,6 +86,18 @@ pub struct RequestCtx {
     permit: Option<Permit>,
     request_id: Option<HeaderValue>,
     started: Instant,
+    /// When the whole request (header and body) had been handed to the upstream: the
+    /// upstream's time (`timeout`, slow calls) runs from here to the response header.
+    sent_at: Option<Instant>,
+    /// When the upstream connection was asked for.
+    upstream_started: Option<Instant>,
+    /// The request body is streamed to the upstream as it arrives (not read whole first).
+    streamed_body: bool,
+    /// The last piece of the request body has been passed on.
+    body_done: bool,
+    /// `server.body_timeout` and `server.keepalive_timeout` in force for this request.
+    body_timeout: Duration,
+    idle_timeout: Duration,
     upstream_status: Option<u16>,
     connect_failed: bool,
     /// Request body bytes read so far, and the most allowed (`server.max_body_bytes`).
@@ -100,6 +128,12 @@ impl ProxyHttp for Proxy {
             permit: None,
             request_id: None,
             started: Instant::now(),
+            sent_at: None,
+            upstream_started: None,
+            streamed_body: false,
+            body_done: false,
+            body_timeout: Duration::ZERO,
+            idle_timeout: Duration::ZERO,
             upstream_status: None,
             connect_failed: false,
             body_read: 0,
@@ -123,12 +157,29 @@ impl ProxyHttp for Proxy {
             respond::json(session, 400, body, ctx.request_id.as_ref(), &[]).await?;
             return Ok(true);
         }
+        if let Some(merged) = merge_slashes(path) {
+            let uri = match session.req_header().uri.query() {
+                Some(q) => format!("{merged}?{q}"),
+                None => merged,
+            };
+            match uri.parse::<Uri>() {
+                Ok(uri) => session.req_header_mut().set_uri(uri),
+                Err(_) => {
+                    let body = respond::path_error_body("invalid_path", path);
+                    respond::json(session, 400, body, ctx.request_id.as_ref(), &[]).await?;
+                    return Ok(true);
+                }
+            }
+        }
+        let path = session.req_header().uri.path();
         match runtime.route_for(path) {
             Some(route) => {
                 ctx.route = Some(route.clone());
                 let server = &runtime.config.server;
                 session.set_read_timeout(Some(server.body_timeout.0));
                 ctx.max_body = server.max_body_bytes.0;
+                ctx.body_timeout = server.body_timeout.0;
+                ctx.idle_timeout = server.keepalive_timeout.0;
                 if declared_body_len(session.req_header()).is_some_and(|n| n > ctx.max_body) {
                     // Refused before any of it is read: the connection cannot be reused.
                     session.set_keepalive(None);
@@ -149,6 +200,29 @@ impl ProxyHttp for Proxy {
                         return Ok(true);
                     }
                 }
+                let declared = declared_body_len(session.req_header());
+                if declared.is_some_and(|n| n > 0 && n <= PREREAD_LIMIT)
+                    && !session
+                        .req_header()
+                        .headers
+                        .contains_key(http::header::EXPECT)
+                    && !session.is_upgrade_req()
+                {
+                    if let Err(e) = read_whole_body(session).await {
+                        let e = e.into_down();
+                        if classify(e.etype(), e.esource(), false)
+                            != ProxyFailure::Downstream(failure::ClientFault::Stalled)
+                        {
+                            return Err(e);
+                        }
+                        session.set_keepalive(None);
+                        let body = respond::error_body("request_timeout", &route.name);
+                        respond::json(session, 408, body, ctx.request_id.as_ref(), &[]).await?;
+                        return Ok(true);
+                    }
+                } else {
+                    ctx.streamed_body = !session.is_body_empty();
+                }
                 Ok(false)
             }
             None => {
@@ -164,7 +238,7 @@ impl ProxyHttp for Proxy {
         &self,
         _session: &mut Session,
         body: &mut Option<bytes::Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let Some(chunk) = body {
@@ -172,6 +246,10 @@ impl ProxyHttp for Proxy {
             if ctx.body_read > ctx.max_body {
                 return Err(failure::body_too_large(ctx.max_body));
             }
+        }
+        if end_of_stream && !ctx.body_done {
+            ctx.body_done = true;
+            ctx.sent_at = Some(Instant::now());
         }
         Ok(())
     }
@@ -203,7 +281,15 @@ impl ProxyHttp for Proxy {
         if let Some(t) = acquired.transition {
             self.gateway.on_transition(&route, t);
         }
-        match acquired.result {
+        let result = match acquired.result {
+            // A probe is settled at the response header, which a streamed upload would
+            // put off for as long as the client likes: such a request is no probe.
+            Ok(permit) if permit.is_probe() && ctx.streamed_body => {
+                Err(route.breaker.refuse_probe(permit))
+            }
+            other => other,
+        };
+        match result {
             Ok(permit) => {
                 ctx.permit = Some(permit);
                 ctx.upstream = Some(upstream);
@@ -228,7 +314,7 @@ impl ProxyHttp for Proxy {
 
     async fn upstream_peer(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         if ctx.cache.deferred_rejection.is_some() {
@@ -239,10 +325,24 @@ impl ProxyHttp for Proxy {
             .as_ref()
             .zip(ctx.upstream)
             .and_then(|(route, i)| route.upstreams.list().get(i));
-        match upstream {
-            Some(u) => Ok(u.peer()),
-            None => Err(Error::explain(InternalError, "no upstream chosen")),
+        let Some(u) = upstream else {
+            return Err(Error::explain(InternalError, "no upstream chosen"));
+        };
+        ctx.upstream_started = Some(Instant::now());
+        let mut peer = u.peer();
+        if session.is_upgrade_req() {
+            // An upgraded connection (WebSocket) is bounded by idleness only.
+            if !ctx.idle_timeout.is_zero() {
+                peer.options.read_timeout = Some(ctx.idle_timeout);
+            }
+        } else if ctx.streamed_body {
+            // While the body streams, the client's body timeout must fire first.
+            peer.options.read_timeout = peer
+                .options
+                .read_timeout
+                .map(|t| t.saturating_add(ctx.body_timeout));
         }
+        Ok(peer)
     }
 
     async fn upstream_request_filter(
@@ -305,12 +405,25 @@ impl ProxyHttp for Proxy {
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut pingora::http::ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if !upstream_response.status.is_informational() {
-            ctx.upstream_status = Some(upstream_response.status.as_u16());
+        let status = upstream_response.status;
+        if status.is_informational() && status != http::StatusCode::SWITCHING_PROTOCOLS {
+            return Ok(());
+        }
+        ctx.upstream_status = Some(status.as_u16());
+        if status == http::StatusCode::SWITCHING_PROTOCOLS && !ctx.idle_timeout.is_zero() {
+            session.set_read_timeout(Some(ctx.idle_timeout));
+        }
+        if let Some(route) = ctx.route.clone() {
+            let failure = route
+                .settings
+                .failure_statuses
+                .contains(status.as_u16())
+                .then_some(FailureKind::Status);
+            self.settle(&route, ctx, failure);
         }
         Ok(())
     }
@@ -426,7 +539,7 @@ impl ProxyHttp for Proxy {
                 can_reuse_downstream: false,
             };
         }
-        let failure = classify(e.etype(), e.esource(), ctx.connect_failed);
+        let failure = ctx.classify(e);
         let mut error_code = 0;
         if let Some((status, error)) = failure.response() {
             error_code = status;
@@ -463,44 +576,90 @@ impl ProxyHttp for Proxy {
                 .metrics
                 .cache(caching::result(session, &ctx.cache).as_metric());
         }
-        let Some(permit) = ctx.permit.take() else {
+        if ctx.permit.is_none() {
             return;
-        };
-        let duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+        }
+        // No response header came from the upstream (that would have settled the permit).
         let failure = match (e, ctx.cache.stale_error) {
             // The upstream failed and a stale entry was served instead.
             (_, Some(kind)) => Some(kind),
-            (None, None) => match ctx.upstream_status {
-                Some(status) => route
+            (None, None) => ctx.upstream_status.and_then(|status| {
+                route
                     .settings
                     .failure_statuses
                     .contains(status)
-                    .then_some(FailureKind::Status),
-                None => {
-                    route.breaker.release(permit);
-                    return;
-                }
-            },
-            (Some(e), None) => match classify(e.etype(), e.esource(), ctx.connect_failed) {
+                    .then_some(FailureKind::Status)
+            }),
+            (Some(e), None) => match ctx.classify(e) {
                 ProxyFailure::Upstream(kind) => Some(kind),
-                ProxyFailure::Downstream(_) | ProxyFailure::Internal => {
-                    route.breaker.release(permit);
-                    return;
-                }
+                ProxyFailure::Downstream(_) | ProxyFailure::Internal => None,
             },
+        };
+        match failure {
+            Some(kind) => self.settle(&route, ctx, Some(kind)),
+            None if ctx.upstream_status.is_some() => self.settle(&route, ctx, None),
+            // Nothing the upstream did decided this request: the permit goes back.
+            None => {
+                if let Some(permit) = ctx.permit.take() {
+                    route.breaker.release(permit);
+                }
+            }
+        }
+    }
+}
+
+impl Proxy {
+    /// Records the request's outcome on its route's breaker, once: the permit is spent.
+    fn settle(&self, route: &Route, ctx: &mut RequestCtx, failure: Option<FailureKind>) {
+        let Some(permit) = ctx.permit.take() else {
+            return;
         };
         if let Some(kind) = failure {
             route.metrics.upstream_failure(kind);
         }
         let outcome = Outcome {
             failure,
-            duration_ms,
+            duration_ms: ctx.upstream_ms(),
         };
         let now = self.gateway.clock.now_ms();
         if let Some(t) = route.breaker.record(permit, outcome, &route.settings, now) {
-            self.gateway.on_transition(&route, t);
+            self.gateway.on_transition(route, t);
         }
     }
+}
+
+impl RequestCtx {
+    /// The upstream's time so far: from the request fully sent (or, before that, from
+    /// the connection attempt) until now.
+    fn upstream_ms(&self) -> u64 {
+        let from = self
+            .sent_at
+            .or(self.upstream_started)
+            .unwrap_or(self.started);
+        u64::try_from(from.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// What a pingora error means for this request. An upstream read timeout while the
+    /// client is still streaming its body is the client's stall, not the upstream's.
+    fn classify(&self, e: &Error) -> ProxyFailure {
+        let failure = classify(e.etype(), e.esource(), self.connect_failed);
+        if failure == ProxyFailure::Upstream(FailureKind::Timeout)
+            && self.streamed_body
+            && !self.body_done
+            && matches!(e.etype(), ErrorType::ReadTimedout)
+        {
+            return ProxyFailure::Downstream(failure::ClientFault::Stalled);
+        }
+        failure
+    }
+}
+
+/// Reads a request body whole (into pingora's retry buffer, from which it is sent
+/// upstream), each read bounded by the session's read timeout (`server.body_timeout`).
+async fn read_whole_body(session: &mut Session) -> Result<()> {
+    session.downstream_session.enable_retry_buffering();
+    while session.read_request_body().await?.is_some() {}
+    Ok(())
 }
 
 /// The `Content-Length` a request declares, if any (a malformed one is pingora's to refuse).

@@ -69,6 +69,10 @@ pub enum Fault {
     Garbage = 2,
     /// Sends the headers and part of the body, then closes the connection.
     CloseMidBody = 3,
+    /// Sends the headers at once, then the body in ten pieces over two seconds.
+    SlowBody = 4,
+    /// Answers `101 Switching Protocols`, then echoes every byte until the peer leaves.
+    Upgrade = 5,
 }
 
 /// An HTTP/1.1 upstream whose answers the test sets: status, delay, headers, body size,
@@ -291,6 +295,37 @@ fn serve(conn: TcpStream, st: &ServeState) {
                 let _ =
                     conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n{\"partial\":");
                 return;
+            }
+            4 => {
+                if conn
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n")
+                    .is_err()
+                {
+                    return;
+                }
+                for _ in 0..10 {
+                    thread::sleep(Duration::from_millis(200));
+                    if conn.write_all(b"x").is_err() {
+                        return;
+                    }
+                }
+                continue;
+            }
+            5 => {
+                let _ = conn.write_all(
+                    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+                );
+                let mut buf = [0u8; 1024];
+                loop {
+                    match reader.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            if conn.write_all(&buf[..n]).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
             }
             _ => {}
         }
