@@ -153,6 +153,29 @@ fn a_long_response_body_does_not_hold_the_half_open_probe() {
 }
 
 #[test]
+fn a_streamed_upload_never_takes_the_half_open_probe() {
+    let up = Upstream::start("u");
+    let gw = Gateway::start(&route(
+        &up,
+        "volume_threshold = 2, reset_timeout = \"1s\", half_open_probes = 1",
+    ));
+    open_then_half_open(&gw, &up, 2);
+    // A chunked upload could stream for as long as its client likes: it is no probe.
+    let mut s = TcpStream::connect(("127.0.0.1", gw.port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(
+        b"POST /api/u/up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+    )
+    .expect("start the upload");
+    let head = read_head(&mut s).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 503"), "{head}");
+    assert!(head.contains("x-fusegate-breaker: half_open"), "{head}");
+    // The probe slot is still free: the next plain request is the probe, and closes it.
+    assert_eq!(gw.get("/api/u/x").status, 200);
+    gw.wait_state("u", "closed");
+}
+
+#[test]
 fn a_websocket_upgrade_is_a_success_and_outlives_the_upstream_timeout() {
     let up = Upstream::start("u");
     let gw = Gateway::start(&route(&up, "volume_threshold = 1, timeout = \"1s\""));
@@ -245,4 +268,26 @@ fn read_head(s: &mut TcpStream) -> String {
         }
     }
     String::from_utf8_lossy(&head).into_owned()
+}
+
+#[test]
+fn a_client_expecting_100_continue_gets_it_from_the_gateway() {
+    let up = Upstream::start("u");
+    let gw = Gateway::start(&route(&up, "volume_threshold = 5"));
+    let mut s = TcpStream::connect(("127.0.0.1", gw.port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(
+        b"POST /api/u/items HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+    )
+    .expect("send the header");
+    let head = read_head(&mut s);
+    assert!(head.starts_with("HTTP/1.1 100"), "{head}");
+    s.write_all(b"{\"a\":\"bcd\"}").expect("send the body");
+    let mut rest = String::new();
+    let _ = s.read_to_string(&mut rest);
+    assert!(rest.starts_with("HTTP/1.1 200"), "{rest}");
+    let seen = up.last_seen();
+    assert_eq!(seen.method, "POST");
+    assert!(!seen.headers.contains_key("expect"), "{:?}", seen.headers);
+    gw.wait_window("u", 1);
 }

@@ -462,3 +462,23 @@ fn a_failed_probe_settled_on_the_old_breaker_reopens_the_new_one() {
     // reset_timeout starts over from the failed probe.
     assert!(admitted(&new, &s, 65_000));
 }
+
+#[test]
+fn a_refused_probe_frees_its_slot_and_counts_as_rejected() {
+    let s = Settings {
+        half_open_probes: 1,
+        ..settings()
+    };
+    let b = breaker(&s);
+    open_it(&b, &s, 0);
+    let before = b.snapshot(&s, 30_000).rejected_total;
+    let permit = b.try_acquire(&s, 30_000).result.expect("a probe");
+    let r = b.refuse_probe(permit);
+    assert_eq!(r.state, State::HalfOpen);
+    assert_eq!(b.snapshot(&s, 30_001).rejected_total, before + 1);
+    let next = b
+        .try_acquire(&s, 30_002)
+        .result
+        .expect("the slot is free again");
+    assert!(next.is_probe());
+}

@@ -13,12 +13,14 @@
 //!   admission (503 `circuit_open` / `route_paused`);
 //! - `upstream_peer`, `upstream_request_filter`: the chosen peer, rewritten path and
 //!   forwarding headers;
-//! - `upstream_response_filter`: the response header settles the breaker outcome (a
-//!   half-open probe is done here, however long the body or upgraded stream lasts);
+//! - `upstream_response_filter`: the response header's time is the upstream's time; it
+//!   settles a half-open probe and a `101` at once (however long the body or upgraded
+//!   stream lasts); other requests are recorded in `logging`, so an upstream that breaks
+//!   off its body is still a `reset` failure;
 //! - `fail_to_connect` / `fail_to_proxy`: JSON 502/504, and 408/413 for a stalled or
 //!   oversized body;
-//! - `logging`: records the outcome of a request that failed before any response header,
-//!   or hands the permit back.
+//! - `logging`: records the outcome not yet settled, or hands the permit back when
+//!   nothing the upstream did decided the request (the client went away first).
 //!
 //! Only the upstream is blamed. A request body of up to [`PREREAD_LIMIT`] bytes with a
 //! `Content-Length` is read whole before the breaker is asked, so a client that stalls
@@ -52,7 +54,7 @@ use pingora::cache::key::HashBinary;
 use pingora::cache::{
     CacheKey, CacheMeta, ForcedFreshness, HitHandler, NoCacheReason, RespCacheable,
 };
-use pingora::http::RequestHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use std::sync::Arc;
@@ -99,6 +101,8 @@ pub struct RequestCtx {
     body_timeout: Duration,
     idle_timeout: Duration,
     upstream_status: Option<u16>,
+    /// The upstream's time to its response header, once it has arrived.
+    header_ms: Option<u64>,
     connect_failed: bool,
     /// Request body bytes read so far, and the most allowed (`server.max_body_bytes`).
     body_read: u64,
@@ -135,6 +139,7 @@ impl ProxyHttp for Proxy {
             body_timeout: Duration::ZERO,
             idle_timeout: Duration::ZERO,
             upstream_status: None,
+            header_ms: None,
             connect_failed: false,
             body_read: 0,
             max_body: u64::MAX,
@@ -202,10 +207,6 @@ impl ProxyHttp for Proxy {
                 }
                 let declared = declared_body_len(session.req_header());
                 if declared.is_some_and(|n| n > 0 && n <= PREREAD_LIMIT)
-                    && !session
-                        .req_header()
-                        .headers
-                        .contains_key(http::header::EXPECT)
                     && !session.is_upgrade_req()
                 {
                     if let Err(e) = read_whole_body(session).await {
@@ -330,9 +331,12 @@ impl ProxyHttp for Proxy {
         };
         ctx.upstream_started = Some(Instant::now());
         let mut peer = u.peer();
+        let probe = ctx.permit.as_ref().is_some_and(Permit::is_probe);
         if session.is_upgrade_req() {
-            // An upgraded connection (WebSocket) is bounded by idleness only.
-            if !ctx.idle_timeout.is_zero() {
+            // An upgraded connection (WebSocket) is bounded by idleness only; but a
+            // half-open probe must have its answer within `timeout`, so a probe's
+            // upgraded connection keeps that bound.
+            if !ctx.idle_timeout.is_zero() && !probe {
                 peer.options.read_timeout = Some(ctx.idle_timeout);
             }
         } else if ctx.streamed_body {
@@ -417,13 +421,13 @@ impl ProxyHttp for Proxy {
         if status == http::StatusCode::SWITCHING_PROTOCOLS && !ctx.idle_timeout.is_zero() {
             session.set_read_timeout(Some(ctx.idle_timeout));
         }
+        ctx.header_ms = Some(ctx.upstream_ms());
+        let probe = ctx.permit.as_ref().is_some_and(Permit::is_probe);
         if let Some(route) = ctx.route.clone() {
-            let failure = route
-                .settings
-                .failure_statuses
-                .contains(status.as_u16())
-                .then_some(FailureKind::Status);
-            self.settle(&route, ctx, failure);
+            if probe || status == http::StatusCode::SWITCHING_PROTOCOLS {
+                let failure = status_failure(&route, status.as_u16());
+                self.settle(&route, ctx, failure);
+            }
         }
         Ok(())
     }
@@ -528,7 +532,7 @@ impl ProxyHttp for Proxy {
     ) -> FailToProxy {
         if let (Some(rejection), Some(route)) = (ctx.cache.deferred_rejection, &ctx.route) {
             // The breaker refused and no stale entry could be served after all.
-            if session.response_written().is_none() {
+            if final_response(session).is_none() {
                 let id = ctx.request_id.as_ref();
                 if let Err(err) = respond::rejection(session, &route.name, rejection, id).await {
                     log::debug!("could not send the rejection: {err}");
@@ -543,7 +547,7 @@ impl ProxyHttp for Proxy {
         let mut error_code = 0;
         if let Some((status, error)) = failure.response() {
             error_code = status;
-            if session.response_written().is_none() {
+            if final_response(session).is_none() {
                 let body = match &ctx.route {
                     Some(route) => respond::error_body(error, &route.name),
                     None => format!(r#"{{"error":"{error}"}}"#),
@@ -566,7 +570,7 @@ impl ProxyHttp for Proxy {
             return;
         };
         let elapsed = ctx.started.elapsed();
-        if let Some(resp) = session.response_written() {
+        if let Some(resp) = final_response(session) {
             route
                 .metrics
                 .request(resp.status.as_u16(), elapsed.as_secs_f64());
@@ -579,33 +583,38 @@ impl ProxyHttp for Proxy {
         if ctx.permit.is_none() {
             return;
         }
-        // No response header came from the upstream (that would have settled the permit).
-        let failure = match (e, ctx.cache.stale_error) {
-            // The upstream failed and a stale entry was served instead.
-            (_, Some(kind)) => Some(kind),
-            (None, None) => ctx.upstream_status.and_then(|status| {
-                route
-                    .settings
-                    .failure_statuses
-                    .contains(status)
-                    .then_some(FailureKind::Status)
-            }),
-            (Some(e), None) => match ctx.classify(e) {
-                ProxyFailure::Upstream(kind) => Some(kind),
-                ProxyFailure::Downstream(_) | ProxyFailure::Internal => None,
-            },
-        };
-        match failure {
-            Some(kind) => self.settle(&route, ctx, Some(kind)),
-            None if ctx.upstream_status.is_some() => self.settle(&route, ctx, None),
+        let upstream_error = e.and_then(|e| match ctx.classify(e) {
+            ProxyFailure::Upstream(kind) => Some(kind),
+            ProxyFailure::Downstream(_) | ProxyFailure::Internal => None,
+        });
+        // The upstream failed (before its header, or cutting its body short), or a stale
+        // entry stood in for its failure; else its status decides, if it answered.
+        match (
+            upstream_error.or(ctx.cache.stale_error),
+            ctx.upstream_status,
+        ) {
+            (Some(kind), _) => self.settle(&route, ctx, Some(kind)),
+            (None, Some(status)) => {
+                let failure = status_failure(&route, status);
+                self.settle(&route, ctx, failure);
+            }
             // Nothing the upstream did decided this request: the permit goes back.
-            None => {
+            (None, None) => {
                 if let Some(permit) = ctx.permit.take() {
                     route.breaker.release(permit);
                 }
             }
         }
     }
+}
+
+/// `Some(Status)` when `status` is one of the route's `failure_statuses`.
+fn status_failure(route: &Route, status: u16) -> Option<FailureKind> {
+    route
+        .settings
+        .failure_statuses
+        .contains(status)
+        .then_some(FailureKind::Status)
 }
 
 impl Proxy {
@@ -619,7 +628,7 @@ impl Proxy {
         }
         let outcome = Outcome {
             failure,
-            duration_ms: ctx.upstream_ms(),
+            duration_ms: ctx.header_ms.unwrap_or_else(|| ctx.upstream_ms()),
         };
         let now = self.gateway.clock.now_ms();
         if let Some(t) = route.breaker.record(permit, outcome, &route.settings, now) {
@@ -656,10 +665,35 @@ impl RequestCtx {
 
 /// Reads a request body whole (into pingora's retry buffer, from which it is sent
 /// upstream), each read bounded by the session's read timeout (`server.body_timeout`).
+///
+/// A client waiting for `100 Continue` gets it from the gateway, as from nginx, and the
+/// upstream gets the body without `Expect`.
 async fn read_whole_body(session: &mut Session) -> Result<()> {
+    let expects_continue = session
+        .req_header()
+        .headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if expects_continue {
+        let continue_ = ResponseHeader::build(100, Some(0))?;
+        session
+            .write_response_header(Box::new(continue_), false)
+            .await?;
+        session
+            .req_header_mut()
+            .remove_header(&http::header::EXPECT);
+    }
     session.downstream_session.enable_retry_buffering();
     while session.read_request_body().await?.is_some() {}
     Ok(())
+}
+
+/// The response header sent to the client, unless it was only an informational one
+/// (`100 Continue`).
+fn final_response(session: &Session) -> Option<&ResponseHeader> {
+    session.response_written().filter(|r| {
+        !r.status.is_informational() || r.status == http::StatusCode::SWITCHING_PROTOCOLS
+    })
 }
 
 /// The `Content-Length` a request declares, if any (a malformed one is pingora's to refuse).
