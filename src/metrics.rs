@@ -50,6 +50,38 @@ impl RejectReason {
     }
 }
 
+/// Why a client connection or request was cut short by the client or by a client limit
+/// (`fusegate_client_errors_total{reason}`): never an error of the gateway or upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientError {
+    /// The client went away (closed or reset its connection) before its answer was sent.
+    Aborted = 0,
+    HeaderTimeout = 1,
+    BodyTimeout = 2,
+    HeaderTooLarge = 3,
+    BodyTooLarge = 4,
+}
+
+impl ClientError {
+    pub const ALL: [ClientError; 5] = [
+        ClientError::Aborted,
+        ClientError::HeaderTimeout,
+        ClientError::BodyTimeout,
+        ClientError::HeaderTooLarge,
+        ClientError::BodyTooLarge,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientError::Aborted => "aborted",
+            ClientError::HeaderTimeout => "header_timeout",
+            ClientError::BodyTimeout => "body_timeout",
+            ClientError::HeaderTooLarge => "header_too_large",
+            ClientError::BodyTooLarge => "body_too_large",
+        }
+    }
+}
+
 const STATES: [State; 4] = [
     State::Closed,
     State::Open,
@@ -80,6 +112,13 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     pub config_generation: IntGauge,
     pub nats_connected: IntGauge,
+    /// `fusegate_client_errors_total`, one handle per [`ClientError`].
+    client_errors: [IntCounter; 5],
+    /// `fusegate_connections_open`: client connections on the proxy port.
+    pub connections_open: IntGauge,
+    /// `fusegate_connections_refused_total`: connections closed at once for
+    /// `server.max_connections`.
+    pub connections_refused: IntCounter,
 }
 
 impl Default for Metrics {
@@ -136,7 +175,28 @@ impl Metrics {
             "1 while connected to the NATS control plane, else 0.",
         )?;
         r.register(Box::new(nats_connected.clone()))?;
+        let client_errors = counter_vec(
+            &r,
+            "fusegate_client_errors_total",
+            "Client connections or requests cut short by the client or a client limit, per reason.",
+            &["reason"],
+        )?;
+        let client_errors =
+            ClientError::ALL.map(|c| client_errors.with_label_values(&[c.as_str()]));
+        let connections_open = IntGauge::new(
+            "fusegate_connections_open",
+            "Client connections open on the proxy port.",
+        )?;
+        r.register(Box::new(connections_open.clone()))?;
+        let connections_refused = IntCounter::new(
+            "fusegate_connections_refused_total",
+            "Client connections closed at once because server.max_connections were open.",
+        )?;
+        r.register(Box::new(connections_refused.clone()))?;
         Ok(Metrics {
+            client_errors,
+            connections_open,
+            connections_refused,
             requests: counter_vec(
                 &r,
                 "fusegate_requests_total",
@@ -179,6 +239,13 @@ impl Metrics {
             nats_connected,
             registry: r,
         })
+    }
+
+    /// Counts a client cut short by itself or by a client limit, and logs it at `debug`
+    /// (one line per event above `debug` would let any client flood the log).
+    pub fn client_error(&self, reason: ClientError) {
+        self.client_errors[reason as usize].inc();
+        log::debug!("client connection cut short: {}", reason.as_str());
     }
 
     /// The handles of one route. Series are created on first use, so a route that never

@@ -8,10 +8,11 @@ use crate::admin::Admin;
 use crate::background::{HealthService, RateLimitMaintenance};
 use crate::config::Config;
 use crate::gateway::Gateway;
-use crate::proxy::{FrontDoor, Proxy};
+use crate::proxy::{client_limits, serve_limited, FrontDoor, Proxy};
 use crate::reload::{FileWatch, SignalReload};
 use async_trait::async_trait;
 use pingora::apps::http_app::HttpServer;
+use pingora::apps::ServerApp;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
@@ -24,6 +25,33 @@ use std::time::{Duration, Instant};
 
 /// How often the drain watcher looks at the in-flight count.
 const DRAIN_POLL: Duration = Duration::from_millis(20);
+
+/// The admin port's application: the admin HTTP app behind the same request-header
+/// limits as the proxy port (`server.header_timeout`, `server.max_header_bytes`).
+struct AdminDoor {
+    app: Arc<HttpServer<Admin>>,
+    gateway: Arc<Gateway>,
+}
+
+#[async_trait]
+impl ServerApp for AdminDoor {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: pingora::protocols::Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<pingora::protocols::Stream> {
+        let (limits, keepalive) = client_limits(&self.gateway.runtime().config.server);
+        serve_limited(
+            &self.app,
+            stream,
+            limits,
+            keepalive,
+            &self.gateway.metrics,
+            shutdown,
+        )
+        .await
+    }
+}
 
 /// A fusegate server ready to run.
 pub struct Gatekeeper {
@@ -75,7 +103,11 @@ impl Gatekeeper {
             proxy.add_tcp(addr);
         }
         server.add_service(proxy);
-        let mut admin_service = Service::new("fusegate admin".into(), HttpServer::new_app(admin));
+        let admin_door = AdminDoor {
+            app: Arc::new(HttpServer::new_app(admin)),
+            gateway: gateway.clone(),
+        };
+        let mut admin_service = Service::new("fusegate admin".into(), admin_door);
         admin_service.add_tcp(&admin_listen);
         server.add_service(admin_service);
         server.add_service(background_service(

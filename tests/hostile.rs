@@ -291,3 +291,148 @@ fn a_client_expecting_100_continue_gets_it_from_the_gateway() {
     assert!(!seen.headers.contains_key("expect"), "{:?}", seen.headers);
     gw.wait_window("u", 1);
 }
+
+#[test]
+fn empty_lines_before_the_request_line_do_not_switch_the_header_deadline_off() {
+    let up = Upstream::start("u");
+    let gw = Gateway::start_with_env(
+        &route(&up, "volume_threshold = 5"),
+        &[("FUSEGATE_SERVER__HEADER_TIMEOUT", "1s")],
+    );
+    let mut s = TcpStream::connect(("127.0.0.1", gw.port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"\r\n\r\nGET /api/u/x HTTP/1.1\r\nHost: a\r\n")
+        .expect("send the start");
+    // One header line every 250 ms: the whole header would take three seconds.
+    let mut writer = s.try_clone().expect("clone");
+    let trickle = thread::spawn(move || {
+        for _ in 0..12 {
+            thread::sleep(Duration::from_millis(250));
+            if writer.write_all(b"X-Pad: 1\r\n").is_err() {
+                return false;
+            }
+        }
+        writer.write_all(b"\r\n").is_ok()
+    });
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    let _ = trickle.join();
+    assert_eq!(up.hits(), 0);
+}
+
+/// Opens a connection, sends `bytes` (ignoring a refusal to take them all) and reads
+/// until the gateway closes it or five seconds pass; returns what it answered.
+fn send_and_read(port: u16, bytes: &[u8]) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = s.write_all(bytes);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn clients_cut_off_or_leaving_are_counted_and_never_logged_as_errors() {
+    let up = Upstream::start("u");
+    let gw = Gateway::start_with_env(
+        &route(&up, "volume_threshold = 1"),
+        &[
+            ("FUSEGATE_SERVER__HEADER_TIMEOUT", "1s"),
+            ("FUSEGATE_SERVER__BODY_TIMEOUT", "1s"),
+            ("FUSEGATE_SERVER__MAX_HEADER_BYTES", "2KiB"),
+            ("FUSEGATE_SERVER__MAX_BODY_BYTES", "1KiB"),
+        ],
+    );
+    let port = gw.port;
+    // Half a header, then gone.
+    drop({
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.write_all(b"GET /api/u/x HTTP/1.1\r\nHo").expect("send");
+        s
+    });
+    let big = format!(
+        "GET /api/u/x HTTP/1.1\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(4096)
+    );
+    assert!(send_and_read(port, big.as_bytes()).starts_with("HTTP/1.1 431"));
+    assert!(send_and_read(port, b"GET /api/u/x HTTP/1.1\r\n").starts_with("HTTP/1.1 408"));
+    let stalled = b"POST /api/u/x HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nab";
+    assert!(send_and_read(port, stalled).starts_with("HTTP/1.1 408"));
+    let huge = b"POST /api/u/x HTTP/1.1\r\nHost: a\r\nContent-Length: 99999\r\n\r\n";
+    assert!(send_and_read(port, huge).starts_with("HTTP/1.1 413"));
+    for reason in [
+        "aborted",
+        "header_too_large",
+        "header_timeout",
+        "body_timeout",
+        "body_too_large",
+    ] {
+        let series = format!("fusegate_client_errors_total{{reason=\"{reason}\"}}");
+        wait_until(&series, Duration::from_secs(10), || {
+            gw.metric(&series) >= 1.0
+        });
+    }
+    assert_untouched(&gw);
+    assert_eq!(up.hits(), 0);
+    let log = gw.stderr();
+    assert!(!log.contains("ERROR"), "{log}");
+}
+
+#[test]
+fn past_max_connections_a_new_connection_is_closed_at_once() {
+    let up = Upstream::start("u");
+    let gw = Gateway::start_with_env(
+        &route(&up, "volume_threshold = 5"),
+        &[("FUSEGATE_SERVER__MAX_CONNECTIONS", "2")],
+    );
+    wait_until(
+        "the start-up probes to close",
+        Duration::from_secs(10),
+        || gw.metric("fusegate_connections_open") == 0.0,
+    );
+    let first = TcpStream::connect(("127.0.0.1", gw.port)).expect("first");
+    let second = TcpStream::connect(("127.0.0.1", gw.port)).expect("second");
+    wait_until("two open connections", Duration::from_secs(10), || {
+        gw.metric("fusegate_connections_open") == 2.0
+    });
+    let mut third = TcpStream::connect(("127.0.0.1", gw.port)).expect("third");
+    third
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let _ = third.write_all(b"GET /api/u/x HTTP/1.1\r\nHost: a\r\n\r\n");
+    let mut buf = [0u8; 64];
+    match third.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("the third connection was served: {other:?}"),
+    }
+    assert!(gw.metric("fusegate_connections_refused_total") >= 1.0);
+    assert_eq!(up.hits(), 0);
+    drop(first);
+    wait_until("a free slot", Duration::from_secs(10), || {
+        gw.metric("fusegate_connections_open") <= 1.0
+    });
+    let (status, text) = raw_get(gw.port, "/api/u/x");
+    assert_eq!(status, 200, "{text}");
+    drop(second);
+}
+
+#[test]
+fn the_admin_port_holds_request_headers_to_the_same_limits() {
+    let up = Upstream::start("u");
+    let gw = Gateway::start_with_env(
+        &route(&up, "volume_threshold = 5"),
+        &[("FUSEGATE_SERVER__MAX_HEADER_BYTES", "4KiB")],
+    );
+    let big = format!(
+        "GET /alive HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(100 * 1024)
+    );
+    let answer = send_and_read(gw.admin_port, big.as_bytes());
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 431"),
+        "{answer}"
+    );
+    assert_eq!(gw.admin("GET", "/alive").status, 200);
+}

@@ -51,6 +51,11 @@ pub struct ServerConfig {
     pub max_header_bytes: ByteSize,
     /// Largest request body; larger gets 413.
     pub max_body_bytes: ByteSize,
+    /// Most client connections open at once on the proxy port; past it a new connection
+    /// is closed at once.
+    pub max_connections: usize,
+    /// Peers (CIDR blocks) whose `X-Forwarded-*` and `Forwarded` headers are believed.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -64,6 +69,8 @@ impl Default for ServerConfig {
             keepalive_timeout: Dur::from_secs(60),
             max_header_bytes: ByteSize(64 * 1024),
             max_body_bytes: ByteSize(10 * 1024 * 1024),
+            max_connections: 10_000,
+            trusted_proxies: Vec::new(),
         }
     }
 }

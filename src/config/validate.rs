@@ -49,6 +49,14 @@ pub fn validate(c: &Config) -> Vec<ConfigProblem> {
             format!("must be at least {MIN_HEADER_BYTES} bytes"),
         );
     }
+    if c.server.max_connections == 0 {
+        p("server.max_connections".into(), "must be at least 1".into());
+    }
+    for (i, entry) in c.server.trusted_proxies.iter().enumerate() {
+        if let Err(e) = crate::proxy::Cidr::parse(entry) {
+            p(format!("server.trusted_proxies[{i}]"), e);
+        }
+    }
     if c.server.max_body_bytes.0 == 0 {
         p(
             "server.max_body_bytes".into(),

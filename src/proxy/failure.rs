@@ -28,6 +28,20 @@ pub enum ClientFault {
     Malformed,
 }
 
+impl ClientFault {
+    /// The `fusegate_client_errors_total` reason, for what a client limit or a client's
+    /// leaving cut short (a malformed request is answered 400 and not counted there).
+    pub fn client_error(self) -> Option<crate::metrics::ClientError> {
+        use crate::metrics::ClientError;
+        match self {
+            ClientFault::Gone => Some(ClientError::Aborted),
+            ClientFault::Stalled => Some(ClientError::BodyTimeout),
+            ClientFault::BodyTooLarge => Some(ClientError::BodyTooLarge),
+            ClientFault::Malformed => None,
+        }
+    }
+}
+
 /// The error that stops a request whose streamed body has passed `max` bytes.
 pub fn body_too_large(max: u64) -> Box<Error> {
     Error::explain(

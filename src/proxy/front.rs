@@ -16,7 +16,9 @@
 //! from the config in force when a connection is accepted, so a reload applies them to
 //! new connections.
 
+use crate::config::ServerConfig;
 use crate::gateway::Gateway;
+use crate::metrics::{ClientError, Metrics};
 use crate::proxy::Proxy;
 use async_trait::async_trait;
 use pingora::apps::{HttpServerApp, ServerApp};
@@ -31,6 +33,7 @@ use pingora::server::ShutdownWatch;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -44,10 +47,13 @@ pub struct HeaderLimits {
     pub max_bytes: usize,
 }
 
-/// The proxy service's application: pingora's HTTP proxy behind the header limits.
+/// The proxy service's application: pingora's HTTP proxy behind the header limits and
+/// `server.max_connections`.
 pub struct FrontDoor {
     proxy: Arc<HttpProxy<Proxy>>,
     gateway: Arc<Gateway>,
+    /// Client connections open now.
+    open: AtomicUsize,
 }
 
 impl FrontDoor {
@@ -55,7 +61,84 @@ impl FrontDoor {
         FrontDoor {
             proxy: Arc::new(proxy),
             gateway,
+            open: AtomicUsize::new(0),
         }
+    }
+}
+
+/// The header limits and keep-alive (whole seconds, `None` for off) of `server`.
+pub fn client_limits(server: &ServerConfig) -> (HeaderLimits, Option<u64>) {
+    let limits = HeaderLimits {
+        timeout: server.header_timeout.0,
+        max_bytes: usize::try_from(server.max_header_bytes.0).unwrap_or(usize::MAX),
+    };
+    // pingora counts keep-alive in whole seconds: round up, so only 0 turns it off.
+    let idle = server.keepalive_timeout.0;
+    let keepalive = idle.as_secs() + u64::from(idle.subsec_nanos() > 0);
+    (limits, (keepalive > 0).then_some(keepalive))
+}
+
+/// Serves `app`'s HTTP/1.x requests on one connection, every request header held to
+/// `limits`, until the connection closes or is not reusable. Used by the proxy port and
+/// the admin port alike.
+pub async fn serve_limited<A: HttpServerApp + Send + Sync + 'static>(
+    app: &Arc<A>,
+    stream: Stream,
+    limits: HeaderLimits,
+    keepalive: Option<u64>,
+    metrics: &Arc<Metrics>,
+    shutdown: &ShutdownWatch,
+) -> Option<Stream> {
+    let limited = LimitedStream::new(stream, limits).with_metrics(metrics.clone());
+    let mut session = ServerSession::new_http1(Box::new(limited));
+    session.set_keepalive(if *shutdown.borrow() { None } else { keepalive });
+    let mut reused = app.process_new_http(session, shutdown).await;
+    while let Some((stream, settings)) = reused.map(|r| r.consume()) {
+        let stream: Stream = match stream.into_any().downcast::<LimitedStream<Stream>>() {
+            Ok(mut limited) => {
+                limited.next_request();
+                limited
+            }
+            // Not ours (cannot happen: pingora hands back the stream it was given).
+            Err(_) => return None,
+        };
+        let mut session = ServerSession::new_http1(stream);
+        if let Some(settings) = settings {
+            settings.apply_to_session(&mut session);
+        }
+        reused = app.process_new_http(session, shutdown).await;
+    }
+    None
+}
+
+/// One open client connection, counted while it lives.
+struct ConnectionSlot<'a> {
+    open: &'a AtomicUsize,
+    metrics: &'a Metrics,
+}
+
+impl<'a> ConnectionSlot<'a> {
+    /// A slot, unless `max` connections are open already.
+    fn take(open: &'a AtomicUsize, max: usize, metrics: &'a Metrics) -> Option<Self> {
+        let taken = open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok();
+        if !taken {
+            metrics.connections_refused.inc();
+            log::debug!("closing a new client connection: server.max_connections ({max}) open");
+            return None;
+        }
+        metrics.connections_open.inc();
+        Some(ConnectionSlot { open, metrics })
+    }
+}
+
+impl Drop for ConnectionSlot<'_> {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::AcqRel);
+        self.metrics.connections_open.dec();
     }
 }
 
@@ -67,37 +150,15 @@ impl ServerApp for FrontDoor {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let (limits, keepalive) = {
+        let (limits, keepalive, max_connections) = {
             let runtime = self.gateway.runtime();
-            let server = &runtime.config.server;
-            let limits = HeaderLimits {
-                timeout: server.header_timeout.0,
-                max_bytes: usize::try_from(server.max_header_bytes.0).unwrap_or(usize::MAX),
-            };
-            // pingora counts keep-alive in whole seconds: round up, so only 0 turns it off.
-            let idle = server.keepalive_timeout.0;
-            let keepalive = idle.as_secs() + u64::from(idle.subsec_nanos() > 0);
-            (limits, (keepalive > 0).then_some(keepalive))
+            let (limits, keepalive) = client_limits(&runtime.config.server);
+            (limits, keepalive, runtime.config.server.max_connections)
         };
-        let mut session = ServerSession::new_http1(Box::new(LimitedStream::new(stream, limits)));
-        session.set_keepalive(if *shutdown.borrow() { None } else { keepalive });
-        let mut reused = self.proxy.process_new_http(session, shutdown).await;
-        while let Some((stream, settings)) = reused.map(|r| r.consume()) {
-            let stream: Stream = match stream.into_any().downcast::<LimitedStream<Stream>>() {
-                Ok(mut limited) => {
-                    limited.next_request();
-                    limited
-                }
-                // Not ours (cannot happen: pingora hands back the stream it was given).
-                Err(_) => return None,
-            };
-            let mut session = ServerSession::new_http1(stream);
-            if let Some(settings) = settings {
-                settings.apply_to_session(&mut session);
-            }
-            reused = self.proxy.process_new_http(session, shutdown).await;
-        }
-        None
+        let metrics = &self.gateway.metrics;
+        // Dropping the stream closes a connection over the limit at once.
+        let _slot = ConnectionSlot::take(&self.open, max_connections, metrics)?;
+        serve_limited(&self.proxy, stream, limits, keepalive, metrics, shutdown).await
     }
 
     async fn cleanup(&self) {
@@ -120,13 +181,17 @@ enum Phase {
 /// Finds where a request header ends in the pieces a connection reads, and counts its
 /// size. Pure: no I/O, no time. The header ends at the first line feed that follows
 /// another with only carriage returns between them (`\r\n\r\n`, or `\n\n` as HTTP/1
-/// parsers also accept).
+/// parsers also accept), once the request line has started: HTTP/1 parsers skip empty
+/// lines before the request line, so those bytes count toward the header's size (and
+/// deadline) but never end it.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct HeaderScan {
     /// Header bytes in the pieces before the current one.
     bytes: usize,
     /// Line feeds seen with only `\r` between them: 2 ends the header.
     line_ends: u8,
+    /// A byte other than `\r` or `\n` has been seen: the request line has started.
+    started: bool,
 }
 
 /// What [`HeaderScan::feed`] found.
@@ -146,7 +211,7 @@ impl HeaderScan {
     pub fn feed(&mut self, piece: &[u8], max_bytes: usize) -> Scanned {
         for (i, b) in piece.iter().enumerate() {
             match b {
-                b'\n' => {
+                b'\n' if self.started => {
                     self.line_ends += 1;
                     if self.line_ends == 2 {
                         let size = self.bytes.saturating_add(i + 1);
@@ -158,8 +223,11 @@ impl HeaderScan {
                         };
                     }
                 }
-                b'\r' => {}
-                _ => self.line_ends = 0,
+                b'\r' | b'\n' => {}
+                _ => {
+                    self.started = true;
+                    self.line_ends = 0;
+                }
             }
         }
         self.bytes = self.bytes.saturating_add(piece.len());
@@ -184,6 +252,8 @@ pub struct LimitedStream<S = Stream> {
     phase: Phase,
     /// Armed while a header read is pending, so a silent client is noticed.
     deadline: Option<Pin<Box<Sleep>>>,
+    /// Where refusals and clients leaving mid-header are counted.
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> LimitedStream<S> {
@@ -197,6 +267,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> LimitedStream<S> {
                 scan: HeaderScan::default(),
             },
             deadline: None,
+            metrics: None,
+        }
+    }
+
+    /// Counts refusals and clients leaving mid-header in `fusegate_client_errors_total`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn count(&self, reason: ClientError) {
+        if let Some(m) = &self.metrics {
+            m.client_error(reason);
         }
     }
 
@@ -253,6 +336,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> LimitedStream<S> {
     /// Answers the refusal (best effort: one non-blocking write) and gives pingora the
     /// error that makes it close the connection.
     fn refuse(&mut self, cx: &mut Context<'_>, refusal: Refusal) -> io::Error {
+        self.count(match refusal {
+            Refusal::TimedOut => ClientError::HeaderTimeout,
+            Refusal::TooLarge => ClientError::HeaderTooLarge,
+        });
         let (status, reason, error, kind) = match refusal {
             Refusal::TimedOut => (
                 408,
@@ -304,6 +391,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for LimitedStream<S> {
             Poll::Ready(Ok(())) => {
                 let read = &buf.filled()[before..];
                 if read.is_empty() {
+                    if this.header_started() {
+                        // The client closed its connection in the middle of a header.
+                        this.count(ClientError::Aborted);
+                    }
                     return Poll::Ready(Ok(()));
                 }
                 match this.observe(read) {
@@ -317,12 +408,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for LimitedStream<S> {
                 } else {
                     // A connection that never sent a byte is closed quietly, as if the
                     // client had closed it.
+                    this.count(ClientError::HeaderTimeout);
                     this.phase = Phase::Body;
                     this.deadline = None;
                     Poll::Ready(Ok(()))
                 }
             }
-            other => other,
+            Poll::Ready(Err(e)) => {
+                if this.header_started() {
+                    this.count(ClientError::Aborted);
+                }
+                Poll::Ready(Err(e))
+            }
+            Poll::Pending => Poll::Pending,
         }
     }
 }
@@ -427,11 +525,16 @@ pub fn scan_pieces(pieces: &[&[u8]], max_bytes: usize) -> ScanResult {
 }
 
 /// What [`scan_pieces`] must give for `data` however it is split, by a direct reading of
-/// the rule: the first line feed that follows another with only `\r` between them.
+/// the rule: after the first byte that is neither `\r` nor `\n` (the request line's
+/// start), the first line feed that follows another with only `\r` between them.
 pub fn reference_scan(data: &[u8], max_bytes: usize) -> ScanResult {
+    let start = data
+        .iter()
+        .position(|b| !matches!(b, b'\r' | b'\n'))
+        .unwrap_or(data.len());
     let mut last_lf: Option<usize> = None;
     let mut end = None;
-    for (i, &b) in data.iter().enumerate() {
+    for (i, &b) in data.iter().enumerate().skip(start) {
         if b == b'\n' {
             if last_lf.is_some_and(|j| data[j + 1..i].iter().all(|&c| c == b'\r')) {
                 end = Some(i + 1);
@@ -603,6 +706,53 @@ mod tests {
             scan_pieces(&[b"GET / HTTP/1.1\r\nx: 1\r\n", b"\r", b"\nbody"], 64),
             ScanResult::Complete { at: 24 }
         );
+    }
+
+    #[test]
+    fn empty_lines_before_the_request_line_count_but_do_not_end_the_header() {
+        for lead in [&b"\r\n\r\n"[..], b"\n\n", b"\r\n", b"\n\r\n\r\r\n"] {
+            let mut data = lead.to_vec();
+            data.extend_from_slice(b"GET / HTTP/1.1\r\nhost: a\r\n");
+            assert_eq!(
+                scan_pieces(&[&data], 1024),
+                ScanResult::Incomplete,
+                "{lead:?}"
+            );
+            assert_eq!(reference_scan(&data, 1024), ScanResult::Incomplete);
+            data.extend_from_slice(b"\r\nbody");
+            let end = data.len() - 4;
+            assert_eq!(
+                scan_pieces(&[&data], 1024),
+                ScanResult::Complete { at: end }
+            );
+            assert_eq!(
+                reference_scan(&data, 1024),
+                ScanResult::Complete { at: end }
+            );
+            // The leading bytes count toward the size limit.
+            assert_eq!(scan_pieces(&[&data], end - 1), ScanResult::TooLarge);
+        }
+        // Only empty lines: never complete, and bounded by the size limit.
+        let blank = b"\r\n".repeat(100);
+        assert_eq!(scan_pieces(&[&blank], 1024), ScanResult::Incomplete);
+        assert_eq!(scan_pieces(&[&blank], 100), ScanResult::TooLarge);
+        // Split across reads.
+        assert_eq!(
+            scan_pieces(&[b"\r\n", b"\r\nGET / HTTP/1.1\r\n", b"\r\n"], 1024),
+            ScanResult::Complete { at: 22 }
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn leading_empty_lines_then_a_trickled_header_are_cut_off_at_the_deadline() {
+        let (mut client, mut server) = pair(limits(1_000, 64 * 1024));
+        client.write_all(b"\r\n\r\n").await.ok();
+        assert!(read_some(&mut server).await.is_ok());
+        assert!(matches!(server.phase, Phase::Header { .. }));
+        client.write_all(b"GET / HTTP/1.1\r\n").await.ok();
+        assert!(read_some(&mut server).await.is_ok());
+        let err = read_some(&mut server).await.err();
+        assert_eq!(err.map(|e| e.kind()), Some(io::ErrorKind::TimedOut));
     }
 
     #[tokio::test]

@@ -31,21 +31,23 @@
 
 mod caching;
 mod failure;
+mod forwarded;
 mod front;
 mod request_id;
 mod respond;
 
 pub use failure::{classify, ProxyFailure};
+pub use forwarded::{Cidr, TrustedProxies};
 pub use front::{
-    reference_scan, scan_pieces, FrontDoor, HeaderLimits, HeaderScan, LimitedStream, ScanResult,
-    Scanned,
+    client_limits, reference_scan, scan_pieces, serve_limited, FrontDoor, HeaderLimits, HeaderScan,
+    LimitedStream, ScanResult, Scanned,
 };
 pub use request_id::RequestIds;
 
 use crate::breaker::{FailureKind, Outcome, Permit};
 use crate::config::HostHeader;
 use crate::gateway::{Gateway, InflightGuard};
-use crate::metrics::RejectReason;
+use crate::metrics::{ClientError, RejectReason};
 use crate::router::{check_path, merge_slashes};
 use crate::runtime::Route;
 use async_trait::async_trait;
@@ -100,6 +102,10 @@ pub struct RequestCtx {
     /// `server.body_timeout` and `server.keepalive_timeout` in force for this request.
     body_timeout: Duration,
     idle_timeout: Duration,
+    /// The client's address (the peer's, or named by a trusted proxy).
+    client_ip: Option<std::net::IpAddr>,
+    /// The peer is one of `server.trusted_proxies`.
+    peer_trusted: bool,
     upstream_status: Option<u16>,
     /// The upstream's time to its response header, once it has arrived.
     header_ms: Option<u64>,
@@ -138,6 +144,8 @@ impl ProxyHttp for Proxy {
             body_done: false,
             body_timeout: Duration::ZERO,
             idle_timeout: Duration::ZERO,
+            client_ip: None,
+            peer_trusted: false,
             upstream_status: None,
             header_ms: None,
             connect_failed: false,
@@ -188,16 +196,24 @@ impl ProxyHttp for Proxy {
                 if declared_body_len(session.req_header()).is_some_and(|n| n > ctx.max_body) {
                     // Refused before any of it is read: the connection cannot be reused.
                     session.set_keepalive(None);
+                    self.gateway.metrics.client_error(ClientError::BodyTooLarge);
                     let body = respond::error_body("body_too_large", &route.name);
                     respond::json(session, 413, body, ctx.request_id.as_ref(), &[]).await?;
                     return Ok(true);
                 }
+                if let Some(peer) = session.client_addr().and_then(|a| a.as_inet()) {
+                    let peer = peer.ip();
+                    let trusted = &runtime.trusted_proxies;
+                    ctx.peer_trusted = !trusted.is_empty() && trusted.trusts(peer);
+                    ctx.client_ip = Some(if ctx.peer_trusted {
+                        let xff = session.req_header().headers.get("x-forwarded-for");
+                        trusted.client(peer, xff.and_then(|v| v.to_str().ok()))
+                    } else {
+                        peer
+                    });
+                }
                 if let Some(limit) = &route.rate_limit {
-                    let client = session
-                        .client_addr()
-                        .and_then(|a| a.as_inet())
-                        .map(|a| a.ip());
-                    if let Err(secs) = limit.check(client) {
+                    if let Err(secs) = limit.check(ctx.client_ip) {
                         route.metrics.rejected(RejectReason::RateLimited);
                         let body = respond::error_body("rate_limited", &route.name);
                         let retry = [("retry-after", secs.to_string())];
@@ -217,6 +233,7 @@ impl ProxyHttp for Proxy {
                             return Err(e);
                         }
                         session.set_keepalive(None);
+                        self.gateway.metrics.client_error(ClientError::BodyTimeout);
                         let body = respond::error_body("request_timeout", &route.name);
                         respond::json(session, 408, body, ctx.request_id.as_ref(), &[]).await?;
                         return Ok(true);
@@ -374,18 +391,35 @@ impl ProxyHttp for Proxy {
                 upstream_request.insert_header("host", u.authority.as_str())?;
             }
         }
-        let client_ip = session
+        // From a trusted proxy the forwarding headers are kept and the chain appended to;
+        // from anyone else they are the gateway's own view.
+        let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip().to_string());
-        if let Some(ip) = client_ip {
-            let forwarded_for = match upstream_request.headers.get("x-forwarded-for") {
-                Some(prev) => format!("{}, {ip}", String::from_utf8_lossy(prev.as_bytes())),
-                None => ip,
-            };
-            upstream_request.insert_header("x-forwarded-for", forwarded_for)?;
+        let prev = upstream_request
+            .headers
+            .get("x-forwarded-for")
+            .filter(|_| ctx.peer_trusted)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        match (peer, prev) {
+            (Some(ip), Some(prev)) => {
+                upstream_request.insert_header("x-forwarded-for", format!("{prev}, {ip}"))?
+            }
+            (Some(ip), None) => upstream_request.insert_header("x-forwarded-for", ip)?,
+            (None, Some(_)) => {}
+            (None, None) => {
+                upstream_request.remove_header("x-forwarded-for");
+            }
         }
-        upstream_request.insert_header("x-forwarded-proto", "http")?;
+        if !ctx.peer_trusted {
+            upstream_request.remove_header("forwarded");
+        }
+        let trusted = ctx.peer_trusted;
+        if !(trusted && upstream_request.headers.contains_key("x-forwarded-proto")) {
+            upstream_request.insert_header("x-forwarded-proto", "http")?;
+        }
+        let keep_host = trusted && upstream_request.headers.contains_key("x-forwarded-host");
         let host = session
             .req_header()
             .headers
@@ -398,8 +432,12 @@ impl ProxyHttp for Proxy {
                     .authority()
                     .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
             });
-        if let Some(host) = host {
-            upstream_request.insert_header("x-forwarded-host", host)?;
+        match host {
+            _ if keep_host => {}
+            Some(host) => upstream_request.insert_header("x-forwarded-host", host)?,
+            None => {
+                upstream_request.remove_header("x-forwarded-host");
+            }
         }
         if let Some(id) = &ctx.request_id {
             upstream_request.insert_header("x-request-id", id.clone())?;
@@ -544,6 +582,11 @@ impl ProxyHttp for Proxy {
             };
         }
         let failure = ctx.classify(e);
+        if let ProxyFailure::Downstream(fault) = failure {
+            if let Some(reason) = fault.client_error() {
+                self.gateway.metrics.client_error(reason);
+            }
+        }
         let mut error_code = 0;
         if let Some((status, error)) = failure.response() {
             error_code = status;
@@ -563,6 +606,12 @@ impl ProxyHttp for Proxy {
             error_code,
             can_reuse_downstream: false,
         }
+    }
+
+    /// A client that went away or was cut off by a client limit is not an error of the
+    /// gateway: it is counted (`fusegate_client_errors_total`) and logged at `debug` only.
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, e: &Error) -> bool {
+        matches!(ctx.classify(e), ProxyFailure::Downstream(_))
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {

@@ -81,6 +81,8 @@ pub struct Runtime {
     pub config: Arc<Config>,
     /// Routes in name order.
     pub routes: Vec<Arc<Route>>,
+    /// `server.trusted_proxies`, parsed.
+    pub trusted_proxies: crate::proxy::TrustedProxies,
     router: Router<Arc<Route>>,
 }
 
@@ -135,6 +137,7 @@ impl Runtime {
         }
         Ok(Runtime {
             generation,
+            trusted_proxies: crate::proxy::TrustedProxies::new(&config.server.trusted_proxies),
             config,
             routes,
             router,

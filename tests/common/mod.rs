@@ -466,6 +466,16 @@ impl Gateway {
         self.admin("GET", &format!("/breakers/{route}")).json()
     }
 
+    /// The value of the /metrics line that starts with `series` (name and labels as
+    /// written, e.g. `fusegate_client_errors_total{reason="aborted"}`); 0 when absent.
+    pub fn metric(&self, series: &str) -> f64 {
+        self.admin("GET", "/metrics")
+            .body
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
     /// Waits until a route's breaker is in `state`. Outcomes are recorded when a request
     /// has completed, just after its response went out, so a test that has read a
     /// response waits for its outcome this way.
