@@ -112,7 +112,8 @@ fn forwarding_headers_and_request_ids_are_added() {
     assert_eq!(r.status, 200);
     assert_eq!(r.header("x-request-id"), Some("req-42"));
     let seen = up.last_seen();
-    assert_eq!(seen.headers["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    // The peer is no trusted proxy: its X-Forwarded-For is replaced, not appended to.
+    assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
     assert_eq!(seen.headers["x-forwarded-proto"], "http");
     assert_eq!(seen.headers["x-forwarded-host"], "edge.example");
     assert_eq!(seen.headers["x-request-id"], "req-42");
@@ -163,4 +164,66 @@ fn post_bodies_and_methods_reach_the_upstream() {
     let seen = up.last_seen();
     assert_eq!(seen.method, "POST");
     assert_eq!(seen.headers["content-length"], "12");
+}
+
+#[test]
+fn forwarding_headers_are_believed_from_trusted_proxies_only() {
+    let up = Upstream::start("echo");
+    let routes = format!(
+        "[routes.echo]\nupstreams = [\"{}\"]\nrate_limit = {{ requests_per_second = 1, burst = 1, key = \"client_ip\" }}\n",
+        up.url()
+    );
+    let forwarded = [
+        ("x-forwarded-for", "1.2.3.4"),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "spoofed.example"),
+        ("forwarded", "for=1.2.3.4"),
+    ];
+
+    let untrusted = Gateway::start(&routes);
+    assert_eq!(
+        request("GET", &untrusted.url("/api/echo"), &forwarded).status,
+        200
+    );
+    let seen = up.last_seen();
+    assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(seen.headers["x-forwarded-proto"], "http");
+    assert_eq!(
+        seen.headers["x-forwarded-host"],
+        format!("127.0.0.1:{}", untrusted.port)
+    );
+    assert!(
+        !seen.headers.contains_key("forwarded"),
+        "{:?}",
+        seen.headers
+    );
+    // A client cannot pick its own rate-limit bucket.
+    let other = [("x-forwarded-for", "5.6.7.8")];
+    assert_eq!(
+        request("GET", &untrusted.url("/api/echo"), &other).status,
+        429
+    );
+
+    let trusted = Gateway::start_with_env(
+        &routes,
+        &[("FUSEGATE_SERVER__TRUSTED_PROXIES", "[\"127.0.0.0/8\"]")],
+    );
+    assert_eq!(
+        request("GET", &trusted.url("/api/echo"), &forwarded).status,
+        200
+    );
+    let seen = up.last_seen();
+    assert_eq!(seen.headers["x-forwarded-for"], "1.2.3.4, 127.0.0.1");
+    assert_eq!(seen.headers["x-forwarded-proto"], "https");
+    assert_eq!(seen.headers["x-forwarded-host"], "spoofed.example");
+    assert_eq!(seen.headers["forwarded"], "for=1.2.3.4");
+    // The client named by the trusted proxy has its own bucket.
+    assert_eq!(
+        request("GET", &trusted.url("/api/echo"), &forwarded).status,
+        429
+    );
+    assert_eq!(
+        request("GET", &trusted.url("/api/echo"), &other).status,
+        200
+    );
 }

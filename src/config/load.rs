@@ -153,6 +153,21 @@ mod tests {
     }
 
     #[test]
+    fn client_limits_and_trusted_proxies_are_checked_with_their_paths() {
+        let errs = errors(
+            "[server]\nmax_connections = 0\ntrusted_proxies = [\"10.0.0.0/8\", \"10.0.0.0/40\", \"proxy.internal\"]\n",
+        );
+        for key in [
+            "server.max_connections:",
+            "server.trusted_proxies[1]:",
+            "server.trusted_proxies[2]:",
+        ] {
+            assert!(errs.iter().any(|e| e.starts_with(key)), "{key} {errs:?}");
+        }
+        assert!(!errs.iter().any(|e| e.starts_with("server.trusted_proxies[0]")));
+    }
+
+    #[test]
     fn unknown_keys_are_reported_with_their_path() {
         let errs = errors(
             "[server]\nlisten = \"127.0.0.1:8080\"\nthreadz = 2\n\n[routes.a]\nupstreams=[\"127.0.0.1:1\"]\nbreaker = { volume_treshold = 3 }\n",
