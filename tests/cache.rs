@@ -381,3 +381,33 @@ fn memory_stays_under_max_bytes_after_writing_ten_times_that() {
     assert_eq!((big.status, big.body.len()), (200, 9000));
     assert_ne!(gw.get("/api/c/big").header("x-cache"), Some("HIT"));
 }
+
+#[test]
+fn a_response_to_a_cookie_without_explicit_freshness_is_never_shared() {
+    let up = Upstream::start("c");
+    let gw = Gateway::start(&cached_route(
+        &up,
+        "default_ttl = \"0s\"\nstale_if_error = \"5m\"",
+        "volume_threshold = 1",
+    ));
+    let mine = request("GET", &gw.url("/api/c/me"), &[("cookie", "session=alice")]);
+    assert_eq!(mine.status, 200);
+    // The upstream fails; the breaker opens.
+    up.set_status(500);
+    assert_eq!(gw.get("/api/c/other").status, 500);
+    gw.wait_state("c", "open");
+    // Another client must not get alice's answer while the breaker is open.
+    let theirs = gw.get("/api/c/me");
+    assert_eq!(theirs.status, 503, "{}", theirs.body);
+    assert_ne!(theirs.header("x-cache"), Some("STALE"));
+    assert!(!theirs.body.contains("\"upstream\""), "{}", theirs.body);
+
+    // With explicit freshness, the same answer may be shared.
+    let up = Upstream::start("c");
+    up.set_headers(&[("Cache-Control", "max-age=60")]);
+    let gw = Gateway::start(&cached_route(&up, "", ""));
+    let first = request("GET", &gw.url("/api/c/me"), &[("cookie", "session=alice")]);
+    assert_eq!(first.header("x-cache"), Some("MISS"));
+    assert_eq!(gw.get("/api/c/me").header("x-cache"), Some("HIT"));
+    assert_eq!(up.hits(), 1);
+}

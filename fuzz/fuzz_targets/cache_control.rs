@@ -2,7 +2,9 @@
 //! policy: client directives, client bounds, storage decisions, variance.
 #![no_main]
 
-use fusegate::cache::{cacheability, client_decision, variance, ClientDirectives, RouteCache};
+use fusegate::cache::{
+    cacheability, client_decision, variance, ClientDirectives, Credentials, RouteCache,
+};
 use libfuzzer_sys::fuzz_target;
 use pingora::http::{RequestHeader, ResponseHeader};
 use std::sync::OnceLock;
@@ -56,7 +58,7 @@ fuzz_target!(|data: &[u8]| {
     {
         return;
     }
-    if let Ok(meta) = cacheability(rc, &client, false, &resp, SystemTime::now()) {
+    if let Ok(meta) = cacheability(rc, &client, Credentials::default(), &resp, SystemTime::now()) {
         let _ = variance(&meta, &req);
     }
 });

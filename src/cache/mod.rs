@@ -190,6 +190,9 @@ pub enum NotStored {
     Private,
     SetCookie,
     Authorization,
+    /// A response without explicit freshness to a request with `Cookie`: it may well be
+    /// personal, and nothing says it may be shared.
+    Cookie,
     VaryStar,
 }
 
@@ -201,9 +204,19 @@ impl NotStored {
             NotStored::Private => "private",
             NotStored::SetCookie => "set-cookie",
             NotStored::Authorization => "authorization",
+            NotStored::Cookie => "cookie",
             NotStored::VaryStar => "vary-star",
         }
     }
+}
+
+/// What about the request decides whether its response may be shared.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Credentials {
+    /// The request carried `Authorization`.
+    pub authorization: bool,
+    /// The request carried `Cookie`.
+    pub cookie: bool,
 }
 
 static NO_DEFAULTS: CacheMetaDefaults = CacheMetaDefaults::new(|_| None, 0, 0);
@@ -212,10 +225,11 @@ static NO_DEFAULTS: CacheMetaDefaults = CacheMetaDefaults::new(|_| None, 0, 0);
 pub fn cacheability(
     rc: &RouteCache,
     client: &ClientDirectives,
-    authorization: bool,
+    credentials: Credentials,
     resp: &ResponseHeader,
     now: SystemTime,
 ) -> Result<CacheMeta, NotStored> {
+    let authorization = credentials.authorization;
     if !CACHEABLE_STATUSES.contains(&resp.status.as_u16()) {
         return Err(NotStored::Status);
     }
@@ -244,6 +258,9 @@ pub fn cacheability(
     {
         return Err(NotStored::Authorization);
     }
+    if credentials.cookie && !explicit_freshness(cc.as_ref(), resp) {
+        return Err(NotStored::Cookie);
+    }
     let fresh_until = calculate_fresh_until(now, cc.as_ref(), resp, authorization, &NO_DEFAULTS)
         .unwrap_or(now + rc.default_ttl);
     let stale_if_error = cc
@@ -258,6 +275,13 @@ pub fn cacheability(
         secs(stale_if_error),
         resp.clone(),
     ))
+}
+
+/// Whether the response states its freshness: `max-age`, `s-maxage` or `Expires`.
+fn explicit_freshness(cc: Option<&CacheControl>, resp: &ResponseHeader) -> bool {
+    let lifetime = |v: pingora::Result<Option<u32>>| v.ok().flatten().is_some();
+    cc.is_some_and(|c| lifetime(c.max_age()) || lifetime(c.s_maxage()))
+        || resp.headers.contains_key(http::header::EXPIRES)
 }
 
 /// The header names a response's `Vary` lists, lower-cased.
@@ -386,7 +410,13 @@ mod tests {
         let rc = rc(0, 0);
         let d = ClientDirectives::default();
         let now = SystemTime::now();
-        let ok = |r: &ResponseHeader, auth: bool| cacheability(&rc, &d, auth, r, now);
+        let ok = |r: &ResponseHeader, authorization: bool| {
+            let credentials = Credentials {
+                authorization,
+                cookie: false,
+            };
+            cacheability(&rc, &d, credentials, r, now)
+        };
         let fresh = ok(&resp(200, &[("cache-control", "max-age=60")]), false).unwrap();
         assert!(fresh.is_fresh(now + secs(59)) && !fresh.is_fresh(now + secs(61)));
         let shared = ok(
@@ -420,17 +450,44 @@ mod tests {
     }
 
     #[test]
+    fn a_response_to_a_cookie_needs_explicit_freshness_to_be_stored() {
+        let rc = rc(0, 0);
+        let d = ClientDirectives::default();
+        let now = SystemTime::now();
+        let cookie = Credentials {
+            authorization: false,
+            cookie: true,
+        };
+        assert_eq!(
+            cacheability(&rc, &d, cookie, &resp(200, &[]), now).err(),
+            Some(NotStored::Cookie)
+        );
+        let no_cache = resp(200, &[("cache-control", "no-cache")]);
+        assert_eq!(
+            cacheability(&rc, &d, cookie, &no_cache, now).err(),
+            Some(NotStored::Cookie)
+        );
+        for explicit in [
+            resp(200, &[("cache-control", "max-age=60")]),
+            resp(200, &[("cache-control", "s-maxage=60")]),
+            resp(200, &[("expires", "Thu, 01 Jan 2099 00:00:00 GMT")]),
+        ] {
+            assert!(cacheability(&rc, &d, cookie, &explicit, now).is_ok());
+        }
+    }
+
+    #[test]
     fn default_ttl_applies_only_without_freshness_information() {
         let mut rc = rc(0, 0);
         rc.default_ttl = secs(30);
         let now = SystemTime::now();
         let d = ClientDirectives::default();
-        let m = cacheability(&rc, &d, false, &resp(200, &[]), now).unwrap();
+        let m = cacheability(&rc, &d, Credentials::default(), &resp(200, &[]), now).unwrap();
         assert!(m.is_fresh(now + secs(29)) && !m.is_fresh(now + secs(31)));
         let m = cacheability(
             &rc,
             &d,
-            false,
+            Credentials::default(),
             &resp(200, &[("cache-control", "max-age=2")]),
             now,
         )

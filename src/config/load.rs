@@ -164,7 +164,9 @@ mod tests {
         ] {
             assert!(errs.iter().any(|e| e.starts_with(key)), "{key} {errs:?}");
         }
-        assert!(!errs.iter().any(|e| e.starts_with("server.trusted_proxies[0]")));
+        assert!(!errs
+            .iter()
+            .any(|e| e.starts_with("server.trusted_proxies[0]")));
     }
 
     #[test]

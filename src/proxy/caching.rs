@@ -25,7 +25,7 @@ const CIRCUIT_OPEN: &str = "circuit-open";
 #[derive(Debug, Default)]
 pub struct CacheCtx {
     pub client: ClientDirectives,
-    authorization: bool,
+    credentials: cache::Credentials,
     /// A client bound was changed by `min_age` / `max_fresh` (`Warning: 199`).
     adjusted: bool,
     /// A stale entry was served because the upstream could not be asked or failed.
@@ -43,7 +43,10 @@ pub fn enable(session: &mut Session, rc: &RouteCache, ctx: &mut CacheCtx) {
         return;
     }
     ctx.client = ClientDirectives::from_request(req);
-    ctx.authorization = req.headers.contains_key(http::header::AUTHORIZATION);
+    ctx.credentials = cache::Credentials {
+        authorization: req.headers.contains_key(http::header::AUTHORIZATION),
+        cookie: req.headers.contains_key(http::header::COOKIE),
+    };
     let mut overrides = CacheOptionOverrides::default();
     overrides.wait_timeout = Some(LOCK_WAIT);
     session
@@ -62,7 +65,7 @@ pub fn cacheable(
     ctx: &CacheCtx,
     resp: &ResponseHeader,
 ) -> RespCacheable {
-    match cache::cacheability(rc, &ctx.client, ctx.authorization, resp, SystemTime::now()) {
+    match cache::cacheability(rc, &ctx.client, ctx.credentials, resp, SystemTime::now()) {
         Ok(meta) => RespCacheable::Cacheable(meta),
         Err(why) => RespCacheable::Uncacheable(NoCacheReason::Custom(why.as_str())),
     }
