@@ -61,7 +61,7 @@ impl BackgroundService for RateLimitMaintenance {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(MAINTAIN_EVERY) => self.gateway.registries.rate_limits.maintain(),
+                _ = tokio::time::sleep(MAINTAIN_EVERY) => self.gateway.registries.rate_limits.values().iter().for_each(|l| l.maintain()),
                 _ = shutdown.changed() => return,
             }
         }

@@ -40,7 +40,7 @@ pub struct Gathered {
 pub async fn gather(args: &CtlArgs) -> Result<Gathered, String> {
     let Some(read) = is_read(&args.action) else {
         return Err(format!(
-            "unknown action {:?}; read actions: ping, info, health, breakers; write actions: pause, resume, flip, reset, reload, shutdown, loglevel",
+            "unknown action {:?}; read actions: ping, info, health, breakers; write actions: pause, resume, flip, reset, reload, shutdown, loglevel, purge",
             args.action
         ));
     };

@@ -181,6 +181,17 @@ impl Gateway {
         self.shutdown.notified().await;
     }
 
+    /// Empties a route's cache: `{"route","purged":N}`, or an error naming why not
+    /// (`no_route`: no such route; `no_cache`: the route has no cache).
+    pub fn purge_cache(&self, route: &str) -> Result<serde_json::Value, &'static str> {
+        let runtime = self.runtime();
+        let r = runtime.route(route).ok_or("no_route")?;
+        let cache = r.cache.as_ref().ok_or("no_cache")?;
+        let purged = cache.storage.purge_all();
+        log::info!("cache of route {route} purged: {purged} entries");
+        Ok(serde_json::json!({"route": route, "purged": purged}))
+    }
+
     /// Applies an operator action to one route, or to every route when `route` is `None`.
     /// Returns the routes acted on, or `None` when the named route does not exist.
     pub fn breaker_action(

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod background;
 pub mod breaker;
+pub mod by_route;
 pub mod cache;
 pub mod clock;
 pub mod config;

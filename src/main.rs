@@ -44,7 +44,7 @@ enum Command {
     /// Fleet control over NATS: one request to every matching gateway.
     ///
     /// Read actions: ping, info, health, breakers. Write actions: pause, resume, flip,
-    /// reset (with an optional route), reload, shutdown, loglevel LEVEL.
+    /// reset (with an optional route), reload, shutdown, loglevel LEVEL, purge ROUTE.
     Ctl {
         /// NATS server [default: the config's nats.url, else nats://127.0.0.1:4222].
         #[arg(long)]
@@ -71,7 +71,7 @@ enum Command {
         config: PathBuf,
         /// The action.
         action: String,
-        /// The route (pause, resume, flip, reset) or the level (loglevel).
+        /// The route (pause, resume, flip, reset, purge) or the level (loglevel).
         target: Option<String>,
     },
     /// Show the breaker table of a running gateway, from its admin port.

@@ -119,6 +119,9 @@ pub struct Metrics {
     /// `fusegate_connections_refused_total`: connections closed at once for
     /// `server.max_connections`.
     pub connections_refused: IntCounter,
+    cache_evictions: IntCounterVec,
+    cache_bytes: IntGaugeVec,
+    cache_entries: IntGaugeVec,
 }
 
 impl Default for Metrics {
@@ -193,7 +196,25 @@ impl Metrics {
             "Client connections closed at once because server.max_connections were open.",
         )?;
         r.register(Box::new(connections_refused.clone()))?;
+        let cache_gauge = |name: &str, help: &str| -> prometheus::Result<IntGaugeVec> {
+            let g = IntGaugeVec::new(Opts::new(name, help), &["route"])?;
+            r.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let cache_bytes = cache_gauge(
+            "fusegate_cache_bytes",
+            "Bytes held by a route's cache (bodies, headers, per-entry overhead).",
+        )?;
+        let cache_entries = cache_gauge("fusegate_cache_entries", "Entries in a route's cache.")?;
         Ok(Metrics {
+            cache_evictions: counter_vec(
+                &r,
+                "fusegate_cache_evictions_total",
+                "Entries a route's cache evicted to stay within max_bytes.",
+                &["route"],
+            )?,
+            cache_bytes,
+            cache_entries,
             client_errors,
             connections_open,
             connections_refused,
@@ -248,6 +269,24 @@ impl Metrics {
         log::debug!("client connection cut short: {}", reason.as_str());
     }
 
+    /// The eviction counter of a route's cache.
+    pub fn cache_evictions(&self, route: &str) -> IntCounter {
+        self.cache_evictions.with_label_values(&[route])
+    }
+
+    /// Sets the cache gauges to `(route, bytes, entries)` for every route with a cache.
+    pub fn set_cache_sizes(&self, sizes: impl IntoIterator<Item = (String, usize, usize)>) {
+        self.cache_bytes.reset();
+        self.cache_entries.reset();
+        for (route, bytes, entries) in sizes {
+            let n = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
+            self.cache_bytes.with_label_values(&[&route]).set(n(bytes));
+            self.cache_entries
+                .with_label_values(&[&route])
+                .set(n(entries));
+        }
+    }
+
     /// The handles of one route. Series are created on first use, so a route that never
     /// saw a 502 has no `code="502"` series.
     pub fn route(self: &std::sync::Arc<Self>, route: &str) -> RouteMetrics {
@@ -268,6 +307,7 @@ impl Metrics {
     /// Drops the series of a route that no longer exists.
     pub fn forget_route(&self, route: &str) {
         let _ = self.duration.remove_label_values(&[route]);
+        let _ = self.cache_evictions.remove_label_values(&[route]);
         let _ = self.breaker_state.remove_label_values(&[route]);
         for s in STATES {
             let _ = self.transitions.remove_label_values(&[route, s.as_str()]);

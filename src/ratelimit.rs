@@ -14,10 +14,8 @@ use governor::nanos::Nanos;
 use governor::state::keyed::{DashMapStateStore, ShrinkableKeyedStateStore};
 use governor::state::StateStore;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex, PoisonError};
 
 /// Most client addresses tracked per route before new ones share the overflow bucket.
 pub const MAX_CLIENT_KEYS: usize = 100_000;
@@ -89,6 +87,11 @@ impl std::fmt::Debug for RateLimit {
 }
 
 impl RateLimit {
+    /// The settings this limiter was made with.
+    pub fn config(&self) -> &RateLimitConfig {
+        &self.config
+    }
+
     pub fn new(config: &RateLimitConfig) -> Self {
         let rps = NonZeroU32::new(config.requests_per_second).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(config.burst).unwrap_or(NonZeroU32::MIN);
@@ -131,45 +134,6 @@ impl RateLimit {
         match &self.buckets {
             Buckets::Route(_) => 0,
             Buckets::Client(l) => l.len(),
-        }
-    }
-}
-
-/// Limiters by route name, reused while a route's settings are unchanged.
-#[derive(Debug, Default)]
-pub struct RateLimitRegistry {
-    by_route: Mutex<HashMap<String, Arc<RateLimit>>>,
-}
-
-impl RateLimitRegistry {
-    /// The limiter for `route` with `config`: the existing one if its settings match.
-    pub fn get_or_create(&self, route: &str, config: &RateLimitConfig) -> Arc<RateLimit> {
-        let mut map = self.by_route.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(l) = map.get(route).filter(|l| &l.config == config) {
-            return l.clone();
-        }
-        let l = Arc::new(RateLimit::new(config));
-        map.insert(route.to_string(), l.clone());
-        l
-    }
-
-    /// Forgets every route not in `keep`.
-    pub fn retain(&self, keep: &dyn Fn(&str) -> bool) {
-        let mut map = self.by_route.lock().unwrap_or_else(PoisonError::into_inner);
-        map.retain(|name, _| keep(name));
-    }
-
-    /// Runs [`RateLimit::maintain`] on every limiter.
-    pub fn maintain(&self) {
-        let all: Vec<Arc<RateLimit>> = self
-            .by_route
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .cloned()
-            .collect();
-        for l in all {
-            l.maintain();
         }
     }
 }
@@ -217,15 +181,5 @@ mod tests {
             MAX_CLIENT_KEYS + 1,
             "the overflow bucket is one more"
         );
-    }
-
-    #[test]
-    fn the_registry_keeps_a_limiter_while_its_settings_stay() {
-        let r = RateLimitRegistry::default();
-        let cfg = RateLimitConfig::default();
-        let first = r.get_or_create("a", &cfg);
-        assert!(Arc::ptr_eq(&first, &r.get_or_create("a", &cfg)));
-        let changed = RateLimitConfig { burst: 1, ..cfg };
-        assert!(!Arc::ptr_eq(&first, &r.get_or_create("a", &changed)));
     }
 }

@@ -91,12 +91,7 @@ fn try_reload(gw: &Gateway, path: &Path) -> Result<Reloaded, String> {
             gw.metrics.forget_route(&old.name);
         }
     }
-    gw.registries
-        .breakers
-        .retain(&|name| next.route(name).is_some());
-    gw.registries
-        .rate_limits
-        .retain(&|name| next.route(name).is_some_and(|r| r.rate_limit.is_some()));
+    gw.registries.retain_for(&next);
     gw.swap_runtime(next);
     Ok(Reloaded {
         generation,

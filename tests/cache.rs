@@ -411,3 +411,75 @@ fn a_response_to_a_cookie_without_explicit_freshness_is_never_shared() {
     assert_eq!(gw.get("/api/c/me").header("x-cache"), Some("HIT"));
     assert_eq!(up.hits(), 1);
 }
+
+#[test]
+fn purge_empties_a_routes_cache_and_metrics_report_its_size() {
+    let up = Upstream::start("c");
+    up.set_headers(&[("Cache-Control", "max-age=60")]);
+    up.set_body_size(1500);
+    let gw = Gateway::start_full(
+        "token = \"s3cret\"",
+        &format!(
+            "{}\n[routes.plain]\nupstreams = [\"{}\"]\n",
+            cached_route(&up, "max_bytes = \"4KiB\"\nmax_object_bytes = \"2KiB\"", ""),
+            up.url()
+        ),
+        &[],
+    );
+    for i in 0..4 {
+        assert_eq!(
+            gw.get(&format!("/api/c/item/{i}")).header("x-cache"),
+            Some("MISS")
+        );
+    }
+    // 4 KiB holds two of these entries: the older ones were evicted.
+    assert_eq!(gw.get("/api/c/item/3").header("x-cache"), Some("HIT"));
+    let entries = gw.metric("fusegate_cache_entries{route=\"c\"}");
+    assert!((1.0..=2.0).contains(&entries), "{entries}");
+    let bytes = gw.metric("fusegate_cache_bytes{route=\"c\"}");
+    assert!(bytes > 1500.0 && bytes <= 4096.0, "{bytes}");
+    assert!(gw.metric("fusegate_cache_evictions_total{route=\"c\"}") >= 2.0);
+
+    // Purging takes the operator's token.
+    assert_eq!(gw.admin("POST", "/cache/c/purge").status, 401);
+    let auth = [("authorization", "Bearer s3cret")];
+    let purged = request("POST", &gw.admin_url("/cache/c/purge"), &auth);
+    assert_eq!(purged.status, 200, "{}", purged.body);
+    assert_eq!(purged.json()["route"], "c");
+    assert_eq!(purged.json()["purged"].as_f64(), Some(entries));
+    let hits = up.hits();
+    assert_eq!(gw.get("/api/c/item/3").header("x-cache"), Some("MISS"));
+    assert_eq!(up.hits(), hits + 1, "the purged entry was fetched again");
+
+    for (path, error) in [
+        ("/cache/nope/purge", "no_route"),
+        ("/cache/plain/purge", "no_cache"),
+    ] {
+        let r = request("POST", &gw.admin_url(path), &auth);
+        assert_eq!(
+            (r.status, r.json()["error"].clone()),
+            (404, error.into()),
+            "{path}"
+        );
+    }
+}
+
+#[test]
+fn a_route_whose_cache_is_removed_by_a_reload_frees_it() {
+    let up = Upstream::start("c");
+    up.set_headers(&[("Cache-Control", "max-age=60")]);
+    let gw = Gateway::start(&cached_route(&up, "", ""));
+    gw.get("/api/c/a");
+    assert_eq!(gw.get("/api/c/a").header("x-cache"), Some("HIT"));
+    assert_eq!(gw.metric("fusegate_cache_entries{route=\"c\"}"), 1.0);
+    gw.rewrite(&format!("[routes.c]\nupstreams = [\"{}\"]\n", up.url()));
+    gw.wait_generation(2);
+    assert!(!gw
+        .admin("GET", "/metrics")
+        .body
+        .contains("fusegate_cache_bytes{route=\"c\"}"));
+    // Turned on again, the cache starts empty.
+    gw.rewrite(&cached_route(&up, "", ""));
+    gw.wait_generation(3);
+    assert_eq!(gw.get("/api/c/a").header("x-cache"), Some("MISS"));
+}

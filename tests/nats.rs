@@ -313,3 +313,38 @@ fn events_reloads_log_levels_and_shutdown() {
     });
     assert_eq!(status.and_then(|s| s.code()), Some(0));
 }
+
+#[test]
+fn ctl_purge_empties_a_routes_cache_on_the_gateways_it_targets() {
+    let nats = Nats::start();
+    let c = cluster();
+    let up = Upstream::start("catalog");
+    up.set_headers(&[("Cache-Control", "max-age=60")]);
+    let gw = Gateway::start(&format!(
+        "[routes.catalog]\nupstreams = [\"{}\"]\n[routes.catalog.cache]\n\n[nats]\nurl = \"{}\"\ncluster = \"{c}\"\nidentity = \"gw-p\"\nuser = \"gateway\"\npassword = \"gateway-secret\"\n",
+        up.url(),
+        nats.url()
+    ));
+    wait_nats(&gw, true);
+    gw.get("/api/catalog/x");
+    assert_eq!(gw.get("/api/catalog/x").header("x-cache"), Some("HIT"));
+    let url = nats.url();
+
+    let (code, out, err) = ctl(&args(&url, &c, &VIEWER, &["purge", "catalog"]));
+    assert_eq!(code, 1, "a viewer cannot purge: {out}{err}");
+    assert_eq!(gw.get("/api/catalog/x").header("x-cache"), Some("HIT"));
+
+    let (code, out, err) = ctl(&args(&url, &c, &OPS, &["--json", "purge", "catalog"]));
+    assert_eq!(code, 0, "{out}{err}");
+    let replies: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        replies[0]["result"],
+        serde_json::json!({"route": "catalog", "purged": 1})
+    );
+    assert_eq!(gw.get("/api/catalog/x").header("x-cache"), Some("MISS"));
+    assert_eq!(up.hits(), 2);
+
+    let (code, out, _) = ctl(&args(&url, &c, &OPS, &["purge", "nope"]));
+    assert_eq!(code, 1);
+    assert!(out.contains("no_route"), "{out}");
+}

@@ -104,11 +104,26 @@ impl Admin {
                 },
                 None => Reply::not_found(path),
             },
+            (Method::POST, ["cache", route, "purge"]) => match gw.purge_cache(route) {
+                Ok(v) => Reply::json(StatusCode::OK, v),
+                Err(error) => Reply::json(
+                    StatusCode::NOT_FOUND,
+                    json!({"error": error, "route": route}),
+                ),
+            },
             (Method::PUT, ["log-level"]) => set_log_level(body),
             (Method::GET, ["metrics"]) => Reply {
                 status: StatusCode::OK,
                 content_type: "text/plain; version=0.0.4",
-                body: gw.metrics.render().into_bytes(),
+                body: {
+                    let runtime = gw.runtime();
+                    gw.metrics
+                        .set_cache_sizes(runtime.routes.iter().filter_map(|r| {
+                            let s = r.cache.as_ref()?.storage;
+                            Some((r.name.to_string(), s.used_bytes(), s.entries()))
+                        }));
+                    gw.metrics.render().into_bytes()
+                },
             },
             (Method::GET, ["config"]) => {
                 Reply::json(StatusCode::OK, views::config(&gw.runtime().config))
@@ -137,6 +152,7 @@ impl Admin {
                 | ["health"]
                 | ["info"]
                 | ["breakers", ..]
+                | ["cache", _, "purge"]
                 | ["log-level"]
                 | ["metrics"]
                 | ["config"]

@@ -15,6 +15,7 @@
 
 pub mod storage;
 
+use crate::by_route::ByRoute;
 use crate::config::CacheConfig;
 use pingora::cache::cache_control::{CacheControl, Cacheable, DirectiveKey, InterpretCacheControl};
 use pingora::cache::filters::calculate_fresh_until;
@@ -22,7 +23,6 @@ use pingora::cache::key::HashBinary;
 use pingora::cache::lock::{CacheKeyLockImpl, CacheLock};
 use pingora::cache::{CacheMeta, CacheMetaDefaults, VarianceBuilder};
 use pingora::http::{RequestHeader, ResponseHeader};
-use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime};
 use storage::BoundedStorage;
@@ -57,11 +57,16 @@ impl std::fmt::Debug for BoundedStorage {
     }
 }
 
-/// Storages by route name. A storage lives as long as the process (pingora needs
-/// `'static` storage), so each route name gets exactly one, whose limits a reload updates.
+/// Storages by route name. pingora needs `'static` storage, so a storage is never
+/// freed; instead a route removed by a reload (or whose cache is removed) has its storage
+/// emptied at once and put aside, and the next route that needs a cache takes it before
+/// a new one is made. What is held beyond the entries is a few hundred bytes per cache
+/// route ever configured at once, not per route name ever seen. Cache keys include the
+/// route name, so a storage taken over by another route never answers for the old one.
 #[derive(Debug, Default)]
 pub struct CacheRegistry {
-    by_route: Mutex<HashMap<String, &'static BoundedStorage>>,
+    by_route: ByRoute<&'static BoundedStorage>,
+    free: Mutex<Vec<&'static BoundedStorage>>,
 }
 
 impl CacheRegistry {
@@ -72,19 +77,14 @@ impl CacheRegistry {
         }
         let max_bytes = usize::try_from(cfg.max_bytes.0).unwrap_or(usize::MAX);
         let max_object = usize::try_from(cfg.max_object_bytes.0).unwrap_or(usize::MAX);
-        let mut map = self.by_route.lock().unwrap_or_else(PoisonError::into_inner);
-        let storage = match map.get(route) {
-            Some(s) => {
-                s.set_limits(max_bytes, max_object);
-                *s
-            }
-            None => {
-                let s: &'static BoundedStorage =
-                    Box::leak(Box::new(BoundedStorage::new(max_bytes, max_object)));
-                map.insert(route.to_string(), s);
-                s
-            }
-        };
+        let storage = self.by_route.update(route, |kept| match kept {
+            Some(s) => *s,
+            None => match self.free_list().pop() {
+                Some(s) => s,
+                None => Box::leak(Box::new(BoundedStorage::new(max_bytes, max_object))),
+            },
+        });
+        storage.set_limits(max_bytes, max_object);
         Some(RouteCache {
             storage,
             max_object_bytes: max_object,
@@ -93,6 +93,29 @@ impl CacheRegistry {
             max_fresh: cfg.max_fresh.0,
             stale_if_error: cfg.stale_if_error.0,
         })
+    }
+
+    /// The storage of `route`'s cache, if it has one.
+    pub fn storage(&self, route: &str) -> Option<&'static BoundedStorage> {
+        self.by_route.get(route)
+    }
+
+    /// Empties and puts aside the storage of every route for which `keep` is false.
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        let released = self.by_route.retain(keep);
+        for s in &released {
+            s.release();
+        }
+        self.free_list().extend(released);
+    }
+
+    /// Storages put aside for reuse.
+    pub fn spare(&self) -> usize {
+        self.free_list().len()
+    }
+
+    fn free_list(&self) -> std::sync::MutexGuard<'_, Vec<&'static BoundedStorage>> {
+        self.free.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -474,6 +497,54 @@ mod tests {
         ] {
             assert!(cacheability(&rc, &d, cookie, &explicit, now).is_ok());
         }
+    }
+
+    #[test]
+    fn a_removed_routes_storage_is_emptied_and_reused() {
+        use pingora::cache::Storage;
+        let registry = CacheRegistry::default();
+        let cfg = CacheConfig::default();
+        let a = registry.route_cache("a", &cfg).expect("a cache");
+        let key = pingora::cache::CacheKey::new("k", "a");
+        let meta = CacheMeta::new(
+            SystemTime::now() + secs(60),
+            SystemTime::now(),
+            0,
+            0,
+            resp(200, &[]),
+        );
+        let span = pingora::cache::trace::Span::inactive().handle();
+        futures_executor(async {
+            let mut miss = a
+                .storage
+                .get_miss_handler(&key, &meta, &span)
+                .await
+                .expect("miss handler");
+            miss.write_body(bytes::Bytes::from_static(b"hello"), true)
+                .await
+                .expect("write");
+            miss.finish().await.expect("finish");
+        });
+        assert_eq!(a.storage.entries(), 1);
+        assert!(a.storage.used_bytes() > 0);
+        // Route a is gone: its storage is emptied at once and put aside.
+        registry.retain(|name| name != "a");
+        assert_eq!((a.storage.entries(), a.storage.used_bytes()), (0, 0));
+        assert_eq!(registry.spare(), 1);
+        // The next route with a cache takes it over instead of a new one.
+        let b = registry.route_cache("b", &cfg).expect("b cache");
+        assert!(std::ptr::eq(a.storage, b.storage));
+        assert_eq!(registry.spare(), 0);
+        // A route that keeps its cache keeps its storage.
+        let again = registry.route_cache("b", &cfg).expect("b cache");
+        assert!(std::ptr::eq(b.storage, again.storage));
+    }
+
+    fn futures_executor<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime")
+            .block_on(f)
     }
 
     #[test]

@@ -20,6 +20,7 @@ use pingora::cache::storage::{
 use pingora::cache::trace::SpanHandle;
 use pingora::cache::{CacheMeta, HitHandler, MissHandler, Storage};
 use pingora::{Error, ErrorType, Result};
+use prometheus::IntCounter;
 use std::any::Any;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -36,6 +37,8 @@ struct Entry {
 struct Inner {
     lru: LruCache<HashBinary, Arc<Entry>>,
     used: usize,
+    /// `fusegate_cache_evictions_total` of the route using this storage.
+    evictions: Option<IntCounter>,
 }
 
 /// The storage of one route's cache.
@@ -51,6 +54,7 @@ impl BoundedStorage {
             inner: Mutex::new(Inner {
                 lru: LruCache::unbounded(),
                 used: 0,
+                evictions: None,
             }),
             max_bytes: AtomicUsize::new(max_bytes),
             max_object_bytes: AtomicUsize::new(max_object_bytes),
@@ -64,6 +68,28 @@ impl BoundedStorage {
             .store(max_object_bytes, Ordering::Release);
         let mut inner = self.lock();
         evict_to(&mut inner, max_bytes);
+    }
+
+    /// Counts this storage's evictions in `counter` from now on.
+    pub fn count_evictions_in(&self, counter: IntCounter) {
+        self.lock().evictions = Some(counter);
+    }
+
+    /// Drops every entry; returns how many there were.
+    pub fn purge_all(&self) -> usize {
+        let mut inner = self.lock();
+        let n = inner.lru.len();
+        inner.lru.clear();
+        inner.used = 0;
+        n
+    }
+
+    /// Drops every entry and forgets its route: the storage is ready for another.
+    pub fn release(&self) {
+        let mut inner = self.lock();
+        inner.lru = LruCache::unbounded();
+        inner.used = 0;
+        inner.evictions = None;
     }
 
     /// Bytes held (bodies, headers and per-entry overhead).
@@ -105,7 +131,12 @@ impl BoundedStorage {
 fn evict_to(inner: &mut Inner, max: usize) {
     while inner.used > max {
         match inner.lru.pop_lru() {
-            Some((_, e)) => inner.used -= e.weight,
+            Some((_, e)) => {
+                inner.used -= e.weight;
+                if let Some(c) = &inner.evictions {
+                    c.inc();
+                }
+            }
             None => break,
         }
     }

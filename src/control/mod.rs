@@ -70,8 +70,8 @@ pub struct Reply {
 
 /// The actions, by the subject they travel on.
 pub const READ_ACTIONS: [&str; 4] = ["ping", "info", "health", "breakers"];
-pub const WRITE_ACTIONS: [&str; 7] = [
-    "pause", "resume", "flip", "reset", "reload", "shutdown", "loglevel",
+pub const WRITE_ACTIONS: [&str; 8] = [
+    "pause", "resume", "flip", "reset", "reload", "shutdown", "loglevel", "purge",
 ];
 
 /// Whether `action` is a read action; `None` for an unknown one.
@@ -162,6 +162,12 @@ fn write(gw: &Gateway, req: &Request) -> Result<Value, String> {
         "reload" => crate::reload::reload(gw, "nats")
             .map(|r| json!({"generation": r.generation, "restart_required": r.restart_required})),
         "shutdown" => Ok(json!({"shutting_down": true})),
+        "purge" => match req.route.as_deref() {
+            Some(route) => gw
+                .purge_cache(route)
+                .map_err(|e| format!("{e}: cannot purge the cache of route {route:?}")),
+            None => Err("purge needs a route".into()),
+        },
         "loglevel" => {
             let level = req.level.as_deref().unwrap_or("");
             let filter = match level {

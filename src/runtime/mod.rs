@@ -1,21 +1,21 @@
 //! The route table: one immutable [`Runtime`] snapshot built from a validated config.
 //!
 //! A request takes the snapshot once (an `Arc` of its route) and keeps it to the end, so a
-//! reload mid-request cannot change what that request sees. Breaker state is not part of
-//! the snapshot: it lives in the [`BreakerRegistry`], keyed by route name, and each route
-//! holds an `Arc` to its breaker.
+//! reload mid-request cannot change what that request sees. What must survive a reload
+//! (breaker state, rate-limit buckets, cache storages, upstream health) is not part of
+//! the snapshot: it lives in the [`Registries`], keyed by route name, and each route
+//! holds its share.
 
-mod registry;
 mod upstreams;
 
-pub use registry::BreakerRegistry;
-pub use upstreams::{Upstream, Upstreams};
+pub use upstreams::{Upstream, Upstreams, UpstreamsSpec};
 
 use crate::breaker::{self, Breaker, StatusSet, WindowShape};
+use crate::by_route::ByRoute;
 use crate::cache::{CacheRegistry, RouteCache};
 use crate::config::{BreakerConfig, Config, HostHeader, StatusSpec};
 use crate::metrics::{Metrics, RouteMetrics};
-use crate::ratelimit::{RateLimit, RateLimitRegistry};
+use crate::ratelimit::RateLimit;
 use crate::router::Router;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,7 +31,7 @@ pub struct Route {
     /// The breaker keys in force, every one filled in, as the admin port reports them.
     pub breaker_config: BreakerConfig,
     pub breaker: Arc<Breaker>,
-    pub upstreams: Upstreams,
+    pub upstreams: Arc<Upstreams>,
     /// Set when the route has active health checks.
     pub health_interval: Option<Duration>,
     pub rate_limit: Option<Arc<RateLimit>>,
@@ -54,23 +54,67 @@ impl Route {
 }
 
 /// What outlives route tables, keyed by route name: breakers, rate limiters, cache
-/// storages; and the metric families.
+/// storages, upstream sets; and the metric families.
 #[derive(Debug, Default)]
 pub struct Registries {
-    pub breakers: BreakerRegistry,
-    pub rate_limits: RateLimitRegistry,
+    pub breakers: ByRoute<Arc<Breaker>>,
+    pub rate_limits: ByRoute<Arc<RateLimit>>,
     pub caches: CacheRegistry,
+    pub upstreams: ByRoute<Arc<Upstreams>>,
     pub metrics: Arc<Metrics>,
 }
 
 impl Registries {
     pub fn new(metrics: Arc<Metrics>) -> Self {
         Registries {
-            breakers: BreakerRegistry::new(),
-            rate_limits: RateLimitRegistry::default(),
-            caches: CacheRegistry::default(),
             metrics,
+            ..Default::default()
         }
+    }
+
+    /// The one retain rule, applied once `next` is built: whatever no route of `next`
+    /// uses any more is dropped (a cache storage is emptied for reuse).
+    pub fn retain_for(&self, next: &Runtime) {
+        let route = |name: &str| next.route(name);
+        self.breakers.retain(|n| route(n).is_some());
+        self.upstreams.retain(|n| route(n).is_some());
+        self.rate_limits
+            .retain(|n| route(n).is_some_and(|r| r.rate_limit.is_some()));
+        self.caches
+            .retain(|n| route(n).is_some_and(|r| r.cache.is_some()));
+    }
+
+    /// The route's breaker: the one kept, or a closed one for a new route. When the
+    /// window's shape changed, a breaker with the new window that shares the old one's
+    /// state (so a probe in flight settles the same slot).
+    fn breaker(&self, route: &str, shape: WindowShape, now_ms: u64) -> Arc<Breaker> {
+        self.breakers.update(route, |kept| match kept {
+            Some(b) if b.window_shape() == shape => b.clone(),
+            Some(b) => Arc::new(b.reshaped(shape)),
+            None => Arc::new(Breaker::new(shape, now_ms)),
+        })
+    }
+
+    /// The route's upstream set: the one kept while it is built from the same spec (so
+    /// the health its checks found survives the reload), else a new one.
+    fn upstreams(&self, route: &str, spec: UpstreamsSpec) -> Result<Arc<Upstreams>, String> {
+        if let Some(kept) = self.upstreams.get(route).filter(|u| u.built_from(&spec)) {
+            return Ok(kept);
+        }
+        let built = Arc::new(Upstreams::build(
+            &spec.addrs,
+            spec.timeout,
+            spec.health.as_ref(),
+        )?);
+        Ok(self.upstreams.update(route, |_| built))
+    }
+
+    /// The route's rate limiter: the one kept while its settings stay.
+    fn rate_limit(&self, route: &str, cfg: &crate::config::RateLimitConfig) -> Arc<RateLimit> {
+        self.rate_limits.update(route, |kept| match kept {
+            Some(l) if l.config() == cfg => l.clone(),
+            _ => Arc::new(RateLimit::new(cfg)),
+        })
     }
 }
 
@@ -95,22 +139,29 @@ impl Runtime {
         generation: u64,
         now_ms: u64,
     ) -> Result<Runtime, String> {
-        let Registries {
-            breakers,
-            rate_limits,
-            caches,
-            metrics,
-        } = registries;
+        let metrics = &registries.metrics;
         let mut routes = Vec::with_capacity(config.routes.len());
         let mut router = Router::new();
         for (name, rc) in &config.routes {
             let merged = rc.breaker.merged_over(&config.defaults.breaker);
             let settings = resolve_settings(&merged);
-            let upstreams =
-                Upstreams::build(&rc.upstreams, settings.timeout, rc.health_check.as_ref())
-                    .map_err(|e| format!("routes.{name}.upstreams: {e}"))?;
-            let breaker = breakers.get_or_create(name, settings.window, now_ms);
+            let spec = UpstreamsSpec {
+                addrs: rc.upstreams.clone(),
+                timeout: settings.timeout,
+                health: rc.health_check.clone(),
+            };
+            let upstreams = registries
+                .upstreams(name, spec)
+                .map_err(|e| format!("routes.{name}.upstreams: {e}"))?;
+            let breaker = registries.breaker(name, settings.window, now_ms);
             let route_metrics = metrics.route(name);
+            let cache = rc
+                .cache
+                .as_ref()
+                .and_then(|cfg| registries.caches.route_cache(name, cfg));
+            if let Some(c) = &cache {
+                c.storage.count_evictions_in(metrics.cache_evictions(name));
+            }
             route_metrics.set_state(breaker.state());
             let route = Arc::new(Route {
                 name: Arc::from(name.as_str()),
@@ -125,11 +176,8 @@ impl Runtime {
                 rate_limit: rc
                     .rate_limit
                     .as_ref()
-                    .map(|cfg| rate_limits.get_or_create(name, cfg)),
-                cache: rc
-                    .cache
-                    .as_ref()
-                    .and_then(|cfg| caches.route_cache(name, cfg)),
+                    .map(|cfg| registries.rate_limit(name, cfg)),
+                cache,
                 metrics: route_metrics,
             });
             router.insert(&route.prefix, route.clone());

@@ -35,8 +35,18 @@ impl Upstream {
     }
 }
 
+/// What a route's upstream set is built from: when a reload leaves it unchanged, the
+/// set (and the health its checks have found) is kept.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamsSpec {
+    pub addrs: Vec<String>,
+    pub timeout: Duration,
+    pub health: Option<HealthCheckConfig>,
+}
+
 /// The upstreams of one route.
 pub struct Upstreams {
+    spec: UpstreamsSpec,
     list: Vec<Upstream>,
     selector: Selector,
 }
@@ -105,6 +115,11 @@ impl Upstreams {
         }
         let Some(cfg) = health else {
             return Ok(Upstreams {
+                spec: UpstreamsSpec {
+                    addrs: addrs.to_vec(),
+                    timeout,
+                    health: None,
+                },
                 list,
                 selector: Selector::Plain {
                     next: AtomicUsize::new(0),
@@ -128,6 +143,11 @@ impl Upstreams {
             .ok_or("upstream setup did not complete")?
             .map_err(|e| format!("upstream setup failed: {e}"))?;
         Ok(Upstreams {
+            spec: UpstreamsSpec {
+                addrs: addrs.to_vec(),
+                timeout,
+                health: Some(cfg.clone()),
+            },
             list,
             selector: Selector::Checked {
                 lb: Box::new(lb),
@@ -135,6 +155,11 @@ impl Upstreams {
                 checking: AtomicBool::new(false),
             },
         })
+    }
+
+    /// Whether this set was built from `spec`.
+    pub fn built_from(&self, spec: &UpstreamsSpec) -> bool {
+        &self.spec == spec
     }
 
     pub fn list(&self) -> &[Upstream] {
