@@ -331,3 +331,40 @@ fn listener_changes_need_a_restart_and_the_reload_says_so() {
     let config = gw.admin("GET", "/config").json();
     assert_eq!(config["server"]["listen"], format!("127.0.0.1:{}", gw.port));
 }
+
+#[test]
+fn upstream_health_survives_a_reload_that_leaves_the_upstreams_alone() {
+    let a = Upstream::start("a");
+    let b = Upstream::start("b");
+    let pool = format!(
+        "[routes.pool]\nupstreams = [\"{}\", \"{}\"]\nhealth_check = {{ interval = \"1s\", timeout = \"500ms\", unhealthy_threshold = 1, healthy_threshold = 1 }}\n",
+        a.url(),
+        b.url()
+    );
+    // Checks a second apart: a reload that forgot the health would send traffic to the
+    // dead upstream until the next one.
+    let gw = Gateway::start(&pool);
+    b.kill();
+    let b_unhealthy = || {
+        gw.breaker("pool")["upstreams"]
+            .as_array()
+            .is_some_and(|u| u.iter().any(|u| u["healthy"] == false))
+    };
+    wait_until("b to be unhealthy", Duration::from_secs(10), b_unhealthy);
+    // A reload that changes another route only.
+    gw.rewrite(&format!(
+        "{pool}\n[routes.other]\nupstreams = [\"{}\"]\n",
+        a.url()
+    ));
+    gw.wait_generation(2);
+    assert!(b_unhealthy(), "the reload forgot that b is down");
+    let before = a.hits();
+    for _ in 0..10 {
+        assert_eq!(gw.get("/api/pool/x").status, 200);
+    }
+    assert_eq!(
+        a.hits(),
+        before + 10,
+        "every request went to the live upstream"
+    );
+}
