@@ -12,6 +12,7 @@ pub mod config;
 pub mod control;
 pub mod ctl;
 pub mod demo;
+pub mod forwarded;
 pub mod gateway;
 pub mod health;
 pub mod logging;

@@ -27,6 +27,25 @@ fn assert_untouched(gw: &Gateway) {
     assert_eq!(b["window"]["total"], 0, "{b}");
 }
 
+/// Asserts the route's breaker is closed with `n` of `counter` (`failures`, `slow`) in
+/// its window.
+fn assert_closed_with(gw: &Gateway, counter: &str, n: u64) {
+    let b = gw.breaker("u");
+    assert_eq!(
+        (b["state"].as_str(), b["window"][counter].as_u64()),
+        (Some("closed"), Some(n)),
+        "{b}"
+    );
+}
+
+/// A client connection to `port` whose reads give up after ten seconds.
+fn connect(port: u16) -> TcpStream {
+    let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    s
+}
+
 /// Opens the route's breaker with failing requests, then waits until it admits a probe.
 fn open_then_half_open(gw: &Gateway, up: &Upstream, failures: usize) {
     up.set_status(500);
@@ -161,8 +180,7 @@ fn a_streamed_upload_never_takes_the_half_open_probe() {
     ));
     open_then_half_open(&gw, &up, 2);
     // A chunked upload could stream for as long as its client likes: it is no probe.
-    let mut s = TcpStream::connect(("127.0.0.1", gw.port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut s = connect(gw.port);
     s.write_all(
         b"POST /api/u/up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
     )
@@ -180,8 +198,7 @@ fn a_websocket_upgrade_is_a_success_and_outlives_the_upstream_timeout() {
     let up = Upstream::start("u");
     let gw = Gateway::start(&route(&up, "volume_threshold = 1, timeout = \"1s\""));
     up.set_fault(Fault::Upgrade);
-    let mut ws = TcpStream::connect(("127.0.0.1", gw.port)).expect("connect");
-    ws.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut ws = connect(gw.port);
     ws.write_all(
         b"GET /api/u/ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
     )
@@ -198,12 +215,7 @@ fn a_websocket_upgrade_is_a_success_and_outlives_the_upstream_timeout() {
     let mut echo = [0u8; 4];
     ws.read_exact(&mut echo).expect("echo");
     assert_eq!(&echo, b"ping");
-    let b = gw.breaker("u");
-    assert_eq!(
-        (b["state"].as_str(), b["window"]["failures"].as_u64()),
-        (Some("closed"), Some(0)),
-        "{b}"
-    );
+    assert_closed_with(&gw, "failures", 0);
 }
 
 #[test]
@@ -234,12 +246,7 @@ fn a_client_that_downloads_slowly_is_not_a_slow_call() {
         assert!(c.join().expect("client") > 16 * 1024 * 1024);
     }
     gw.wait_window("u", 3);
-    let b = gw.breaker("u");
-    assert_eq!(
-        (b["state"].as_str(), b["window"]["slow"].as_u64()),
-        (Some("closed"), Some(0)),
-        "{b}"
-    );
+    assert_closed_with(&gw, "slow", 0);
 }
 
 #[test]
@@ -274,8 +281,7 @@ fn read_head(s: &mut TcpStream) -> String {
 fn a_client_expecting_100_continue_gets_it_from_the_gateway() {
     let up = Upstream::start("u");
     let gw = Gateway::start(&route(&up, "volume_threshold = 5"));
-    let mut s = TcpStream::connect(("127.0.0.1", gw.port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut s = connect(gw.port);
     s.write_all(
         b"POST /api/u/items HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
     )
@@ -299,8 +305,7 @@ fn empty_lines_before_the_request_line_do_not_switch_the_header_deadline_off() {
         &route(&up, "volume_threshold = 5"),
         &[("FUSEGATE_SERVER__HEADER_TIMEOUT", "1s")],
     );
-    let mut s = TcpStream::connect(("127.0.0.1", gw.port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut s = connect(gw.port);
     s.write_all(b"\r\n\r\nGET /api/u/x HTTP/1.1\r\nHost: a\r\n")
         .expect("send the start");
     // One header line every 250 ms: the whole header would take three seconds.

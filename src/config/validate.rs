@@ -53,7 +53,7 @@ pub fn validate(c: &Config) -> Vec<ConfigProblem> {
         p("server.max_connections".into(), "must be at least 1".into());
     }
     for (i, entry) in c.server.trusted_proxies.iter().enumerate() {
-        if let Err(e) = crate::proxy::Cidr::parse(entry) {
+        if let Err(e) = crate::forwarded::Cidr::parse(entry) {
             p(format!("server.trusted_proxies[{i}]"), e);
         }
     }

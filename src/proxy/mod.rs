@@ -31,13 +31,11 @@
 
 mod caching;
 mod failure;
-mod forwarded;
 mod front;
 mod request_id;
 mod respond;
 
 pub use failure::{classify, ProxyFailure};
-pub use forwarded::{Cidr, TrustedProxies};
 pub use front::{
     client_limits, reference_scan, scan_pieces, serve_limited, FrontDoor, HeaderLimits, HeaderScan,
     LimitedStream, ScanResult, Scanned,

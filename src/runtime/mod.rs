@@ -126,7 +126,7 @@ pub struct Runtime {
     /// Routes in name order.
     pub routes: Vec<Arc<Route>>,
     /// `server.trusted_proxies`, parsed.
-    pub trusted_proxies: crate::proxy::TrustedProxies,
+    pub trusted_proxies: crate::forwarded::TrustedProxies,
     router: Router<Arc<Route>>,
 }
 
@@ -185,7 +185,7 @@ impl Runtime {
         }
         Ok(Runtime {
             generation,
-            trusted_proxies: crate::proxy::TrustedProxies::new(&config.server.trusted_proxies),
+            trusted_proxies: crate::forwarded::TrustedProxies::new(&config.server.trusted_proxies),
             config,
             routes,
             router,
