@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{send, wait_until, Gateway, Upstream};
+use common::{send, wait_until, Fault, Gateway, Upstream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -337,14 +337,14 @@ fn upstream_health_survives_a_reload_that_leaves_the_upstreams_alone() {
     let a = Upstream::start("a");
     let b = Upstream::start("b");
     let pool = format!(
-        "[routes.pool]\nupstreams = [\"{}\", \"{}\"]\nhealth_check = {{ interval = \"1s\", timeout = \"500ms\", unhealthy_threshold = 1, healthy_threshold = 1 }}\n",
+        "[routes.pool]\nupstreams = [\"{}\", \"{}\"]\nhealth_check = {{ path = \"/\", interval = \"500ms\", timeout = \"2s\", unhealthy_threshold = 1, healthy_threshold = 1 }}\n",
         a.url(),
         b.url()
     );
-    // Checks a second apart: a reload that forgot the health would send traffic to the
-    // dead upstream until the next one.
     let gw = Gateway::start(&pool);
-    b.kill();
+    // b hangs: each check takes the whole check timeout to find it down, so a reload that
+    // forgot its health would send it traffic for that long.
+    b.set_fault(Fault::Hang);
     let b_unhealthy = || {
         gw.breaker("pool")["upstreams"]
             .as_array()
