@@ -1,6 +1,7 @@
-//! Background work that follows the current route table: health-check passes and the
-//! clean-up of idle rate-limit buckets. Each is a pingora background service that stops
-//! with the server.
+//! Background work that follows the current route table: health-check passes, the
+//! breaker transitions that time alone makes (the end of a recovery), and the clean-up
+//! of idle rate-limit buckets. Each is a pingora background service that stops with the
+//! server.
 
 use crate::gateway::Gateway;
 use async_trait::async_trait;
@@ -62,6 +63,34 @@ impl BackgroundService for RateLimitMaintenance {
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(MAINTAIN_EVERY) => self.gateway.registries.rate_limits.values().iter().for_each(|l| l.maintain()),
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+/// How often breakers are checked for a recovery that has run its course.
+const BREAKER_TICK: Duration = Duration::from_millis(200);
+
+/// Moves recovering breakers to closed when their `recovery_duration` has passed, so
+/// metrics and events show the close even when no request comes to make it.
+pub struct BreakerTicker {
+    pub gateway: Arc<Gateway>,
+}
+
+#[async_trait]
+impl BackgroundService for BreakerTicker {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        loop {
+            let runtime = self.gateway.runtime();
+            let now = self.gateway.clock.now_ms();
+            for route in &runtime.routes {
+                if let Some(t) = route.breaker.advance(&route.settings, now) {
+                    self.gateway.on_transition(route, t);
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(BREAKER_TICK) => {}
                 _ = shutdown.changed() => return,
             }
         }

@@ -82,12 +82,25 @@ impl ClientError {
     }
 }
 
-const STATES: [State; 4] = [
-    State::Closed,
-    State::Open,
-    State::HalfOpen,
-    State::ForcedOpen,
-];
+const STATES: [State; 5] = State::ALL;
+
+/// How a route's fallback answered (`fusegate_fallbacks_total{kind}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FallbackKind {
+    Static = 0,
+    Upstream = 1,
+}
+
+impl FallbackKind {
+    pub const ALL: [FallbackKind; 2] = [FallbackKind::Static, FallbackKind::Upstream];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FallbackKind::Static => "static",
+            FallbackKind::Upstream => "upstream",
+        }
+    }
+}
 const FAILURE_KINDS: [FailureKind; 4] = [
     FailureKind::Status,
     FailureKind::Connect,
@@ -108,6 +121,7 @@ pub struct Metrics {
     transitions: IntCounterVec,
     rejections: IntCounterVec,
     upstream_failures: IntCounterVec,
+    fallbacks: IntCounterVec,
     pub cache: IntCounterVec,
     pub config_reloads: IntCounterVec,
     pub config_generation: IntGauge,
@@ -163,7 +177,7 @@ impl Metrics {
         let breaker_state = IntGaugeVec::new(
             Opts::new(
                 "fusegate_breaker_state",
-                "Breaker state per route: 0 closed, 1 open, 2 half_open, 3 forced_open.",
+                "Breaker state per route: 0 closed, 1 open, 2 half_open, 3 forced_open, 4 recovering.",
             ),
             &["route"],
         )?;
@@ -244,6 +258,12 @@ impl Metrics {
                 "Upstream failures counted by the breaker, per kind.",
                 &["route", "kind"],
             )?,
+            fallbacks: counter_vec(
+                &r,
+                "fusegate_fallbacks_total",
+                "Breaker rejections answered by the route's fallback, per kind (static or upstream).",
+                &["route", "kind"],
+            )?,
             cache: counter_vec(
                 &r,
                 "fusegate_cache_total",
@@ -300,6 +320,7 @@ impl Metrics {
             transitions: Default::default(),
             rejections: Default::default(),
             failures: Default::default(),
+            fallbacks: Default::default(),
             cache: Default::default(),
         }
     }
@@ -319,6 +340,9 @@ impl Metrics {
             let _ = self
                 .upstream_failures
                 .remove_label_values(&[route, k.as_str()]);
+        }
+        for k in FallbackKind::ALL {
+            let _ = self.fallbacks.remove_label_values(&[route, k.as_str()]);
         }
         for c in COMMON_CODES {
             let _ = self.requests.remove_label_values(&[route, &c.to_string()]);
@@ -345,9 +369,10 @@ pub struct RouteMetrics {
     codes: [OnceLock<IntCounter>; COMMON_CODES.len()],
     duration: OnceLock<prometheus::Histogram>,
     state: IntGauge,
-    transitions: [OnceLock<IntCounter>; 4],
+    transitions: [OnceLock<IntCounter>; STATES.len()],
     rejections: [OnceLock<IntCounter>; 5],
     failures: [OnceLock<IntCounter>; 4],
+    fallbacks: [OnceLock<IntCounter>; 2],
     cache: [OnceLock<IntCounter>; 4],
 }
 
@@ -414,6 +439,17 @@ impl RouteMetrics {
                 self.families
                     .cache
                     .with_label_values(&[self.route.as_str(), CACHE_RESULTS[i]])
+            })
+            .inc();
+    }
+
+    /// A breaker rejection answered by the route's fallback.
+    pub fn fallback(&self, kind: FallbackKind) {
+        self.fallbacks[kind as usize]
+            .get_or_init(|| {
+                self.families
+                    .fallbacks
+                    .with_label_values(&[self.route.as_str(), kind.as_str()])
             })
             .inc();
     }

@@ -5,7 +5,7 @@
 //! exit 0 as soon as none is left. SIGINT: the same without waiting.
 
 use crate::admin::Admin;
-use crate::background::{HealthService, RateLimitMaintenance};
+use crate::background::{BreakerTicker, HealthService, RateLimitMaintenance};
 use crate::config::Config;
 use crate::gateway::Gateway;
 use crate::proxy::{client_limits, serve_limited, FrontDoor, Proxy};
@@ -113,6 +113,12 @@ impl Gatekeeper {
         server.add_service(background_service(
             "health checks",
             HealthService {
+                gateway: gateway.clone(),
+            },
+        ));
+        server.add_service(background_service(
+            "breaker clock",
+            BreakerTicker {
                 gateway: gateway.clone(),
             },
         ));

@@ -81,6 +81,7 @@ pub fn render(breakers: &Value, color: bool) -> String {
             "closed" => "32",
             "open" => "31",
             "half_open" => "33",
+            "recovering" => "36",
             _ => "35",
         });
         line(&mut out, r, c);
@@ -95,6 +96,9 @@ fn row(b: &Value) -> [String; 6] {
     let upstreams = b["upstreams"].as_array().cloned().unwrap_or_default();
     let healthy = upstreams.iter().filter(|u| u["healthy"] == true).count();
     let mut state = b["state"].as_str().unwrap_or("?").to_string();
+    if let Some(pct) = b["admit_percentage"].as_f64() {
+        let _ = write!(state, " {pct:.0}%");
+    }
     if b["mode"] == "observe" {
         state.push_str(" (observe)");
     }
@@ -153,14 +157,19 @@ mod tests {
              "upstreams": [{"addr": "a", "healthy": true}, {"addr": "b", "healthy": false}]},
             {"route": "search", "state": "open", "mode": "observe", "rejected_total": 15,
              "window": {"total": 10, "failures": 5, "failure_percentage": 50.0},
-             "upstreams": [{"addr": "c", "healthy": true}]}
+             "upstreams": [{"addr": "c", "healthy": true}]},
+            {"route": "tags", "state": "recovering", "mode": "enforce", "rejected_total": 3,
+             "admit_percentage": 42.4,
+             "window": {"total": 4, "failures": 0, "failure_percentage": 0.0},
+             "upstreams": [{"addr": "d", "healthy": true}]}
         ]});
         let text = render(&v, false);
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 3);
+        assert_eq!(lines.len(), 4);
         assert!(lines[0].starts_with("ROUTE"));
         assert!(lines[1].contains("catalog") && lines[1].contains("1/2 healthy"));
         assert!(lines[2].contains("open (observe)") && lines[2].contains("50.0"));
+        assert!(lines[3].contains("recovering 42%"));
         assert!(!text.contains('\x1b'));
         assert!(render(&v, true).contains("\x1b[31m"));
     }

@@ -32,6 +32,12 @@ pub struct BreakerView {
     pub window: WindowView,
     pub rejected_total: u64,
     pub retry_after_secs: Option<u64>,
+    /// How long the breaker stays open when it (re)opens now: `reset_timeout`, doubled
+    /// per reopening from half-open up to `reset_timeout_max`.
+    pub open_timeout_ms: u64,
+    /// While recovering: the share of requests admitted now, in percent (10 to 100).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admit_percentage: Option<f64>,
     pub upstreams: Vec<UpstreamView>,
     pub settings: BreakerConfig,
     /// The route's cache, when it has one.
@@ -66,6 +72,8 @@ pub fn breaker(gw: &Gateway, route: &Route) -> BreakerView {
         },
         rejected_total: snap.rejected_total,
         retry_after_secs: snap.retry_after_secs,
+        open_timeout_ms: snap.open_ms,
+        admit_percentage: snap.admit_permille.map(|p| p as f64 / 10.0),
         upstreams: route
             .upstreams
             .list()

@@ -69,6 +69,11 @@ pub struct Settings {
     pub volume_threshold: u32,
     pub window: WindowShape,
     pub reset_timeout_ms: u64,
+    /// Back-off ceiling: each reopening from half-open doubles the open time up to this;
+    /// at or below `reset_timeout_ms` there is no back-off.
+    pub reset_timeout_max_ms: u64,
+    /// How long a closed-again breaker ramps traffic back (`recovering`); 0 closes at once.
+    pub recovery_ms: u64,
     pub half_open_probes: u32,
     /// Upstream response-header timeout; a timeout is a failure.
     pub timeout: Duration,
@@ -81,7 +86,8 @@ pub struct Settings {
 
 impl Default for Settings {
     /// The spec's defaults: 50 %, volume 10, 10 s in 10 buckets, reset after 30 s, one
-    /// probe, 5 s timeout, 5xx are failures, no slow-call detection, enforce.
+    /// probe, 5 s timeout, 5xx are failures, no slow-call detection, enforce, no back-off,
+    /// no recovery ramp.
     fn default() -> Self {
         let mut failure_statuses = StatusSet::new();
         failure_statuses.add_range(500, 599);
@@ -93,6 +99,8 @@ impl Default for Settings {
                 buckets: 10,
             },
             reset_timeout_ms: 30_000,
+            reset_timeout_max_ms: 0,
+            recovery_ms: 0,
             half_open_probes: 1,
             timeout: Duration::from_secs(5),
             failure_statuses,

@@ -1,9 +1,16 @@
 //! The breaker state machine.
 //!
-//! The state lives in one `AtomicU64`: state (2 bits), generation (14 bits) and the time of
-//! the last transition (48 bits of milliseconds). Every transition bumps the generation,
-//! so a permit or outcome from an earlier period is recognised and ignored. Half-open
-//! probe accounting lives in a second word tagged with the same generation.
+//! The state lives in one `AtomicU64`: state (3 bits), back-off level (5 bits),
+//! generation (12 bits) and the time of the last transition (44 bits of milliseconds).
+//! Every transition that starts a new period bumps the generation, so a permit or outcome
+//! from an earlier period is recognised and ignored; `recovering -> closed` continues the
+//! same period (the window goes on), so requests admitted while recovering are recorded
+//! when they end in closed. A second word, tagged with the generation, counts half-open
+//! probes (taken, succeeded) or, while recovering, requests seen and admitted.
+//!
+//! Back-off: the level counts reopenings from half-open since the last close; the open
+//! time is `reset_timeout * 2^level`, at most `reset_timeout_max`. Keeping the level in
+//! the state word means the open time is read together with the state it belongs to.
 //!
 //! A reload that changes a route's window gives it a new [`Breaker`] (new window) that
 //! *shares* the old one's state words: a permit taken from the old breaker (a half-open
@@ -26,15 +33,28 @@ pub enum State {
     HalfOpen = 2,
     /// Paused by an operator.
     ForcedOpen = 3,
+    /// Closed again after half-open, admitting a share of traffic that grows over
+    /// `recovery_duration`.
+    Recovering = 4,
 }
 
 impl State {
+    /// Every state, in metric-value order.
+    pub const ALL: [State; 5] = [
+        State::Closed,
+        State::Open,
+        State::HalfOpen,
+        State::ForcedOpen,
+        State::Recovering,
+    ];
+
     fn from_bits(b: u64) -> State {
-        match b & 0b11 {
-            0 => State::Closed,
+        match b & STATE_MASK {
             1 => State::Open,
             2 => State::HalfOpen,
-            _ => State::ForcedOpen,
+            3 => State::ForcedOpen,
+            4 => State::Recovering,
+            _ => State::Closed,
         }
     }
 
@@ -44,7 +64,13 @@ impl State {
             State::Open => "open",
             State::HalfOpen => "half_open",
             State::ForcedOpen => "forced_open",
+            State::Recovering => "recovering",
         }
+    }
+
+    /// Whether requests are recorded in the window (closed or recovering).
+    pub fn is_closed_like(self) -> bool {
+        matches!(self, State::Closed | State::Recovering)
     }
 }
 
@@ -112,6 +138,12 @@ impl Permit {
     pub fn is_probe(&self) -> bool {
         self.probe
     }
+
+    /// The period the permit was taken in.
+    #[cfg(test)]
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
+    }
 }
 
 /// A request the breaker turned away.
@@ -149,11 +181,21 @@ pub struct Snapshot {
     pub window: Counts,
     pub rejected_total: u64,
     pub retry_after_secs: Option<u64>,
+    /// While recovering: the share of requests admitted now, in per mille (100..=1000).
+    pub admit_permille: Option<u64>,
+    /// How long the breaker stays (or stayed) open this time: `reset_timeout`, doubled
+    /// per reopening from half-open up to `reset_timeout_max`.
+    pub open_ms: u64,
 }
 
-const GEN_BITS: u32 = 14;
+const STATE_BITS: u32 = 3;
+const STATE_MASK: u64 = (1 << STATE_BITS) - 1;
+const LEVEL_BITS: u32 = 5;
+const LEVEL_MASK: u64 = (1 << LEVEL_BITS) - 1;
+const GEN_SHIFT: u32 = STATE_BITS + LEVEL_BITS;
+const GEN_BITS: u32 = 12;
 const GEN_MASK: u64 = (1 << GEN_BITS) - 1;
-const TIME_SHIFT: u32 = 2 + GEN_BITS;
+const TIME_SHIFT: u32 = GEN_SHIFT + GEN_BITS;
 const TIME_MASK: u64 = (1 << (64 - TIME_SHIFT)) - 1;
 
 const PROBE_COUNT_BITS: u32 = 25;
@@ -162,6 +204,8 @@ const PROBE_COUNT_MASK: u64 = (1 << PROBE_COUNT_BITS) - 1;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Word {
     state: State,
+    /// Reopenings from half-open since the last close (the back-off exponent).
+    level: u64,
     generation: u64,
     since_ms: u64,
 }
@@ -170,27 +214,66 @@ impl Word {
     fn unpack(w: u64) -> Word {
         Word {
             state: State::from_bits(w),
-            generation: (w >> 2) & GEN_MASK,
+            level: (w >> STATE_BITS) & LEVEL_MASK,
+            generation: (w >> GEN_SHIFT) & GEN_MASK,
             since_ms: w >> TIME_SHIFT,
         }
     }
 
     fn pack(self) -> u64 {
         self.state as u64
-            | ((self.generation & GEN_MASK) << 2)
+            | ((self.level & LEVEL_MASK) << STATE_BITS)
+            | ((self.generation & GEN_MASK) << GEN_SHIFT)
             | ((self.since_ms & TIME_MASK) << TIME_SHIFT)
     }
 
+    /// A new period in `state`, starting at `now_ms`, with the same back-off level.
     fn next(self, state: State, now_ms: u64) -> Word {
         Word {
             state,
+            level: self.level,
             generation: (self.generation + 1) & GEN_MASK,
             since_ms: now_ms & TIME_MASK,
         }
     }
+
+    fn with_level(self, level: u64) -> Word {
+        Word {
+            level: level.min(LEVEL_MASK),
+            ..self
+        }
+    }
+
+    /// The moment an open breaker becomes half-open.
+    fn reopen_at(self, s: &Settings) -> u64 {
+        self.since_ms.saturating_add(open_ms(s, self.level))
+    }
 }
 
-/// Probe accounting for one half-open period: (generation, taken, succeeded).
+/// How long a breaker at back-off `level` stays open.
+fn open_ms(s: &Settings, level: u64) -> u64 {
+    if s.reset_timeout_max_ms <= s.reset_timeout_ms {
+        return s.reset_timeout_ms;
+    }
+    let factor = 1u64 << level.min(LEVEL_MASK);
+    s.reset_timeout_ms
+        .saturating_mul(factor)
+        .min(s.reset_timeout_max_ms)
+}
+
+/// The share of requests a breaker recovering since `since_ms` admits at `now_ms`, in
+/// per mille: 100 at the start, growing linearly to 1000 at the end of `recovery_ms`.
+pub fn admit_permille(recovery_ms: u64, since_ms: u64, now_ms: u64) -> u64 {
+    let elapsed = now_ms.saturating_sub(since_ms);
+    if recovery_ms == 0 || elapsed >= recovery_ms {
+        return 1000;
+    }
+    let grown = u128::from(elapsed) * 900 / u128::from(recovery_ms);
+    100 + u64::try_from(grown).unwrap_or(900)
+}
+
+/// Counts of one half-open period (taken, succeeded) or one recovering period (seen,
+/// admitted), tagged with the period's generation; another generation reads as zeros.
 fn unpack_probes(w: u64, generation: u64) -> (u64, u64) {
     if w & GEN_MASK != generation {
         return (0, 0);
@@ -199,6 +282,38 @@ fn unpack_probes(w: u64, generation: u64) -> (u64, u64) {
         (w >> GEN_BITS) & PROBE_COUNT_MASK,
         (w >> (GEN_BITS + PROBE_COUNT_BITS)) & PROBE_COUNT_MASK,
     )
+}
+
+/// How many steps a recovery's counts are kept in (halved at each).
+const RAMP_STEPS: u64 = 20;
+const SHARE_COUNT_BITS: u32 = 20;
+const SHARE_COUNT_MASK: u64 = (1 << SHARE_COUNT_BITS) - 1;
+const STEP_SHIFT: u32 = GEN_BITS + 2 * SHARE_COUNT_BITS;
+
+/// The ramp step (0..RAMP_STEPS) a recovery that began at `since_ms` is in at `now_ms`.
+fn ramp_step(recovery_ms: u64, since_ms: u64, now_ms: u64) -> u64 {
+    let elapsed = u128::from(now_ms.saturating_sub(since_ms));
+    let step = elapsed * u128::from(RAMP_STEPS) / u128::from(recovery_ms.max(1));
+    u64::try_from(step).unwrap_or(RAMP_STEPS).min(RAMP_STEPS)
+}
+
+/// The recovering form of the second word: (seen, admitted, ramp step) of one period.
+fn unpack_share(w: u64, generation: u64) -> (u64, u64, u64) {
+    if w & GEN_MASK != generation {
+        return (0, 0, 0);
+    }
+    (
+        (w >> GEN_BITS) & SHARE_COUNT_MASK,
+        (w >> (GEN_BITS + SHARE_COUNT_BITS)) & SHARE_COUNT_MASK,
+        w >> STEP_SHIFT,
+    )
+}
+
+fn pack_share(generation: u64, seen: u64, admitted: u64, step: u64) -> u64 {
+    (generation & GEN_MASK)
+        | ((seen & SHARE_COUNT_MASK) << GEN_BITS)
+        | ((admitted & SHARE_COUNT_MASK) << (GEN_BITS + SHARE_COUNT_BITS))
+        | (step << STEP_SHIFT)
 }
 
 fn pack_probes(generation: u64, taken: u64, succeeded: u64) -> u64 {
@@ -227,6 +342,7 @@ impl Breaker {
     pub fn new(shape: WindowShape, now_ms: u64) -> Self {
         let w = Word {
             state: State::Closed,
+            level: 0,
             generation: 0,
             since_ms: now_ms & TIME_MASK,
         };
@@ -262,15 +378,14 @@ impl Breaker {
     }
 
     /// Whether a request now would be turned away, without taking a probe slot or
-    /// changing state: paused, or open and not yet past its reset timeout. Observe mode
-    /// never rejects for an open breaker.
+    /// changing state: paused, or open and not yet past its open time. Observe mode
+    /// never rejects for an open breaker. A recovering breaker admits a share, so it
+    /// does not count as rejecting here.
     pub fn rejects(&self, s: &Settings, now_ms: u64) -> bool {
         let w = Word::unpack(self.core.word.load(Acquire));
         match w.state {
             State::ForcedOpen => true,
-            State::Open => {
-                s.mode == Mode::Enforce && now_ms < w.since_ms.saturating_add(s.reset_timeout_ms)
-            }
+            State::Open => s.mode == Mode::Enforce && now_ms < w.reopen_at(s),
             _ => false,
         }
     }
@@ -288,7 +403,7 @@ impl Breaker {
                     retry_after_secs: None,
                 }),
                 State::Open => {
-                    let reopen_at = w.since_ms.saturating_add(s.reset_timeout_ms);
+                    let reopen_at = w.reopen_at(s);
                     if now_ms >= reopen_at {
                         let next = w.next(State::HalfOpen, now_ms);
                         if self.cas(raw, next) {
@@ -321,12 +436,36 @@ impl Breaker {
                         })
                     }
                 }
+                State::Recovering => {
+                    if let Some(t) = self.finish_recovery(raw, s, now_ms) {
+                        transition = Some(t);
+                        continue;
+                    }
+                    let permille = admit_permille(s.recovery_ms, w.since_ms, now_ms);
+                    let step = ramp_step(s.recovery_ms, w.since_ms, now_ms);
+                    if self.take_share(w.generation, permille, step) || s.mode == Mode::Observe {
+                        Ok(self.permit(w, false))
+                    } else {
+                        Err(Rejection {
+                            state: State::Recovering,
+                            retry_after_secs: Some(1),
+                        })
+                    }
+                }
             };
             if result.is_err() {
                 self.core.rejected.fetch_add(1, Relaxed);
             }
             return Acquire { result, transition };
         }
+    }
+
+    /// Makes the transitions that time alone brings about and no request may come to
+    /// make: the end of a recovery (`recovering -> closed`). Called now and then by the
+    /// gateway, so metrics and events show the close when it happens.
+    pub fn advance(&self, s: &Settings, now_ms: u64) -> Option<Transition> {
+        let raw = self.core.word.load(Acquire);
+        self.finish_recovery(raw, s, now_ms)
     }
 
     /// Records the outcome of an admitted request completed at `now_ms`.
@@ -347,12 +486,14 @@ impl Breaker {
             return None;
         }
         match (w.state, permit.probe) {
-            (State::Closed, false) => {
+            (State::Closed | State::Recovering, false) => {
                 self.window.record(now_ms, failed, slow);
                 let c = self.window.counts(now_ms);
-                if trips(&c, s) && self.cas(raw, w.next(State::Open, now_ms)) {
+                // A trip from closed or recovering starts the back-off afresh.
+                let next = w.next(State::Open, now_ms).with_level(0);
+                if trips(&c, s) && self.cas(raw, next) {
                     return Some(Transition {
-                        from: State::Closed,
+                        from: w.state,
                         to: State::Open,
                         at_ms: now_ms,
                     });
@@ -361,7 +502,9 @@ impl Breaker {
             }
             (State::HalfOpen, true) => {
                 if failed || slow {
-                    if self.cas(raw, w.next(State::Open, now_ms)) {
+                    // Each reopening from half-open doubles the open time.
+                    let next = w.next(State::Open, now_ms).with_level(w.level + 1);
+                    if self.cas(raw, next) {
                         return Some(Transition {
                             from: State::HalfOpen,
                             to: State::Open,
@@ -374,10 +517,15 @@ impl Breaker {
                 if succeeded >= u64::from(s.half_open_probes) {
                     // Cleared before the state flips, so no closed-period outcome is wiped.
                     self.window.clear();
-                    if self.cas(raw, w.next(State::Closed, now_ms)) {
+                    let to = if s.recovery_ms > 0 {
+                        State::Recovering
+                    } else {
+                        State::Closed
+                    };
+                    if self.cas(raw, w.next(to, now_ms).with_level(0)) {
                         return Some(Transition {
                             from: State::HalfOpen,
-                            to: State::Closed,
+                            to,
                             at_ms: now_ms,
                         });
                     }
@@ -440,11 +588,14 @@ impl Breaker {
 
     pub fn snapshot(&self, s: &Settings, now_ms: u64) -> Snapshot {
         let w = Word::unpack(self.core.word.load(Acquire));
-        let reopen_at = w.since_ms.saturating_add(s.reset_timeout_ms);
+        let reopen_at = w.reopen_at(s);
+        let recovered = w.since_ms.saturating_add(s.recovery_ms) <= now_ms;
         let (state, retry_after_secs) = match w.state {
             State::Open if now_ms >= reopen_at => (State::HalfOpen, Some(1)),
             State::Open => (State::Open, Some(ceil_secs(reopen_at - now_ms))),
             State::HalfOpen => (State::HalfOpen, Some(1)),
+            State::Recovering if recovered => (State::Closed, None),
+            State::Recovering => (State::Recovering, Some(1)),
             st => (st, None),
         };
         Snapshot {
@@ -453,6 +604,9 @@ impl Breaker {
             window: self.window.counts(now_ms),
             rejected_total: self.core.rejected.load(Relaxed),
             retry_after_secs,
+            admit_permille: (state == State::Recovering)
+                .then(|| admit_permille(s.recovery_ms, w.since_ms, now_ms)),
+            open_ms: open_ms(s, w.level),
         }
     }
 
@@ -471,7 +625,7 @@ impl Breaker {
             if to == State::Closed {
                 self.window.clear();
             }
-            if self.cas(raw, w.next(to, now_ms)) {
+            if self.cas(raw, w.next(to, now_ms).with_level(0)) {
                 return Some(Transition {
                     from: w.state,
                     to,
@@ -503,6 +657,52 @@ impl Breaker {
                 (taken < u64::from(limit)).then(|| pack_probes(generation, taken + 1, succeeded))
             })
             .is_ok()
+    }
+
+    /// `recovering -> closed` once `recovery_ms` has passed (or was turned off by a
+    /// reload). The period goes on: same generation, same window, so requests admitted
+    /// while recovering are still recorded.
+    fn finish_recovery(&self, raw: u64, s: &Settings, now_ms: u64) -> Option<Transition> {
+        let w = Word::unpack(raw);
+        if w.state != State::Recovering || w.since_ms.saturating_add(s.recovery_ms) > now_ms {
+            return None;
+        }
+        let closed = Word {
+            state: State::Closed,
+            since_ms: now_ms & TIME_MASK,
+            ..w
+        };
+        self.cas(raw, closed).then_some(Transition {
+            from: State::Recovering,
+            to: State::Closed,
+            at_ms: now_ms,
+        })
+    }
+
+    /// Counts a request seen while recovering and admits it if the admitted share stays
+    /// within `permille` of those seen in this ramp step, rounded up by at most one
+    /// request. Lock-free and exact under any interleaving: seen and admitted change
+    /// together in one CAS. The counts start afresh at each of the ramp's steps, so the
+    /// share follows the ramp, not the whole recovery's history (and are halved, keeping
+    /// their ratio, in a step that sees more than half a million requests).
+    fn take_share(&self, generation: u64, permille: u64, step: u64) -> bool {
+        let mut admitted = false;
+        let _ = self.core.probes.fetch_update(AcqRel, Acquire, |p| {
+            let (mut seen, mut taken, last_step) = unpack_share(p, generation);
+            if step != last_step {
+                (seen, taken) = (0, 0);
+            } else if seen >= SHARE_COUNT_MASK / 2 {
+                seen /= 2;
+                taken /= 2;
+            }
+            seen += 1;
+            admitted = taken * 1000 < permille * seen;
+            if admitted {
+                taken += 1;
+            }
+            Some(pack_share(generation, seen, taken, step))
+        });
+        admitted
     }
 
     /// Counts one successful probe; returns how many have succeeded in this period.

@@ -482,3 +482,274 @@ fn a_refused_probe_frees_its_slot_and_counts_as_rejected() {
         .expect("the slot is free again");
     assert!(next.is_probe());
 }
+
+// Recovery ramp and back-off (SPEC §16).
+
+fn ramp_settings() -> Settings {
+    Settings {
+        recovery_ms: 10_000,
+        ..settings()
+    }
+}
+
+/// Opens the breaker at `now`, then lets one probe close it at `now + reset_timeout`.
+fn trip_and_recover(b: &Breaker, s: &Settings, now: u64) -> u64 {
+    open_it(b, s, now);
+    let at = now + s.reset_timeout_ms;
+    let t = call(b, s, at, OK).expect("the probe closes");
+    assert_eq!(t.from, State::HalfOpen);
+    at
+}
+
+/// `n` requests at `now`: how many were admitted (and recorded as successes).
+fn admitted_of(b: &Breaker, s: &Settings, now: u64, n: u32) -> u32 {
+    let mut admitted = 0;
+    for _ in 0..n {
+        match b.try_acquire(s, now).result {
+            Ok(p) => {
+                admitted += 1;
+                b.record(p, Outcome::success(1), s, now);
+            }
+            Err(r) => {
+                assert_eq!(r.state, State::Recovering);
+                assert_eq!(r.retry_after_secs, Some(1));
+            }
+        }
+    }
+    admitted
+}
+
+#[test]
+fn without_a_recovery_duration_half_open_closes_at_once() {
+    let s = settings();
+    let b = breaker(&s);
+    trip_and_recover(&b, &s, 0);
+    assert_eq!(b.state(), State::Closed);
+}
+
+#[test]
+fn a_recovery_admits_a_share_growing_linearly_from_ten_to_a_hundred_percent() {
+    let s = ramp_settings();
+    let b = breaker(&s);
+    let closed_at = trip_and_recover(&b, &s, 0);
+    assert_eq!(b.state(), State::Recovering);
+    // 100 requests at the start of every other ramp step (each step: 500 ms).
+    let shares: Vec<u32> = (0..10)
+        .map(|i| admitted_of(&b, &s, closed_at + i * 1_000, 100))
+        .collect();
+    assert_eq!(shares, [10, 19, 28, 37, 46, 55, 64, 73, 82, 91]);
+    // Past the recovery: closed, everything admitted.
+    let end = closed_at + s.recovery_ms;
+    let a = b.try_acquire(&s, end);
+    let t = a.transition.expect("recovering -> closed");
+    assert_eq!(
+        (t.from, t.to, t.at_ms),
+        (State::Recovering, State::Closed, end)
+    );
+    assert!(a.result.is_ok());
+    assert_eq!(admitted_of(&b, &s, end, 100), 100);
+}
+
+#[test]
+fn the_share_is_exact_within_a_step_whatever_the_order() {
+    let s = ramp_settings();
+    let b = breaker(&s);
+    let at = trip_and_recover(&b, &s, 0);
+    // 10 %: the first of every ten requests.
+    let pattern: Vec<bool> = (0..30).map(|_| admitted(&b, &s, at)).collect();
+    let expected: Vec<bool> = (0..30).map(|i| i % 10 == 0).collect();
+    assert_eq!(pattern, expected);
+}
+
+#[test]
+fn a_breaker_failing_while_recovering_opens_again_with_the_base_reset_timeout() {
+    let s = Settings {
+        reset_timeout_max_ms: 240_000,
+        volume_threshold: 2,
+        ..ramp_settings()
+    };
+    let b = breaker(&s);
+    open_it(&b, &s, 0);
+    // One failed probe: the next open time is doubled.
+    let failed = call(&b, &s, 30_000, FAIL).expect("reopens");
+    assert_eq!((failed.from, failed.to), (State::HalfOpen, State::Open));
+    assert_eq!(b.snapshot(&s, 30_000).open_ms, 60_000);
+    let closed_at = 90_000;
+    call(&b, &s, closed_at, OK).expect("the probe closes");
+    assert_eq!(b.state(), State::Recovering);
+    // Two failures admitted while recovering trip it (volume 2).
+    let mut t = None;
+    let mut now = closed_at;
+    while t.is_none() {
+        now += 1;
+        if let Ok(p) = b.try_acquire(&s, now).result {
+            t = b.record(p, Outcome::failure(FailureKind::Status, 1), &s, now);
+        }
+    }
+    let t = t.expect("trips");
+    assert_eq!((t.from, t.to), (State::Recovering, State::Open));
+    // A close reset the back-off: open for reset_timeout again.
+    let snap = b.snapshot(&s, now);
+    assert_eq!(snap.open_ms, 30_000);
+    assert_eq!(snap.retry_after_secs, Some(30));
+}
+
+#[test]
+fn the_end_of_a_recovery_is_made_by_advance_without_requests() {
+    let s = ramp_settings();
+    let b = breaker(&s);
+    let at = trip_and_recover(&b, &s, 0);
+    assert_eq!(b.advance(&s, at + s.recovery_ms - 1), None);
+    assert_eq!(b.state(), State::Recovering);
+    let t = b.advance(&s, at + s.recovery_ms).expect("closes");
+    assert_eq!((t.from, t.to), (State::Recovering, State::Closed));
+    assert_eq!(b.advance(&s, at + s.recovery_ms + 1), None);
+}
+
+#[test]
+fn requests_admitted_while_recovering_are_recorded_after_the_close() {
+    let s = Settings {
+        volume_threshold: 3,
+        ..ramp_settings()
+    };
+    let b = breaker(&s);
+    let at = trip_and_recover(&b, &s, 0);
+    let end = at + s.recovery_ms;
+    // Admitted late in the recovery (share near 100 %), finished after it.
+    let permits: Vec<Permit> = (0..3)
+        .filter_map(|_| b.try_acquire(&s, end - 1).result.ok())
+        .collect();
+    assert_eq!(permits.len(), 3);
+    b.advance(&s, end).expect("closes");
+    let mut last = None;
+    for p in permits {
+        last = b.record(p, Outcome::failure(FailureKind::Status, 1), &s, end + 1);
+    }
+    let t = last.expect("the failures count in closed");
+    assert_eq!((t.from, t.to), (State::Closed, State::Open));
+}
+
+#[test]
+fn snapshot_reports_the_share_and_reads_a_finished_recovery_as_closed() {
+    let s = ramp_settings();
+    let b = breaker(&s);
+    let at = trip_and_recover(&b, &s, 0);
+    let snap = b.snapshot(&s, at + 5_000);
+    assert_eq!(snap.state, State::Recovering);
+    assert_eq!(snap.admit_permille, Some(550));
+    assert_eq!(snap.retry_after_secs, Some(1));
+    let snap = b.snapshot(&s, at + s.recovery_ms);
+    assert_eq!((snap.state, snap.admit_permille), (State::Closed, None));
+}
+
+#[test]
+fn a_recovering_breaker_in_observe_mode_admits_everything() {
+    let s = Settings {
+        mode: Mode::Observe,
+        ..ramp_settings()
+    };
+    let b = breaker(&s);
+    let at = trip_and_recover(&b, &s, 0);
+    assert_eq!(b.state(), State::Recovering);
+    assert_eq!(admitted_of(&b, &s, at, 50), 50);
+}
+
+#[test]
+fn a_reload_that_turns_the_ramp_off_closes_a_recovering_breaker() {
+    let s = ramp_settings();
+    let b = breaker(&s);
+    let at = trip_and_recover(&b, &s, 0);
+    let off = Settings {
+        recovery_ms: 0,
+        ..s.clone()
+    };
+    let a = b.try_acquire(&off, at + 1);
+    assert!(a.result.is_ok());
+    assert_eq!(a.transition.map(|t| t.to), Some(State::Closed));
+}
+
+#[test]
+fn a_reshape_keeps_a_recovery_going() {
+    let s = ramp_settings();
+    let b = breaker(&s);
+    trip_and_recover(&b, &s, 0);
+    let r = b.reshaped(shape_b());
+    assert_eq!(r.state(), State::Recovering);
+}
+
+#[test]
+fn each_reopening_from_half_open_doubles_the_open_time_up_to_the_maximum() {
+    let s = Settings {
+        reset_timeout_ms: 1_000,
+        reset_timeout_max_ms: 5_000,
+        ..settings()
+    };
+    let b = breaker(&s);
+    open_it(&b, &s, 0);
+    let mut now = 0;
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        let open_ms = b.snapshot(&s, now).open_ms;
+        seen.push(open_ms);
+        // Still open a millisecond before the open time ends, with the truth in
+        // Retry-After; half-open at the end.
+        let r = b
+            .try_acquire(&s, now + open_ms - 1)
+            .result
+            .expect_err("open");
+        assert_eq!(r.retry_after_secs, Some(1));
+        let first = b.try_acquire(&s, now).result.expect_err("open");
+        assert_eq!(first.retry_after_secs, Some(open_ms / 1_000));
+        now += open_ms;
+        let t = call(&b, &s, now, FAIL).expect("the probe fails");
+        assert_eq!((t.from, t.to), (State::HalfOpen, State::Open));
+    }
+    assert_eq!(seen, [1_000, 2_000, 4_000, 5_000, 5_000]);
+    // A close resets it.
+    now += 5_000;
+    call(&b, &s, now, OK).expect("closes");
+    open_it(&b, &s, now);
+    assert_eq!(b.snapshot(&s, now).open_ms, 1_000);
+}
+
+#[test]
+fn without_a_maximum_the_open_time_never_grows() {
+    let s = settings();
+    let b = breaker(&s);
+    open_it(&b, &s, 0);
+    let mut now = 0;
+    for _ in 0..3 {
+        now += s.reset_timeout_ms;
+        call(&b, &s, now, FAIL).expect("reopens");
+        assert_eq!(b.snapshot(&s, now).open_ms, s.reset_timeout_ms);
+    }
+}
+
+#[test]
+fn an_operator_reset_forgets_the_back_off() {
+    let s = Settings {
+        reset_timeout_ms: 1_000,
+        reset_timeout_max_ms: 8_000,
+        ..settings()
+    };
+    let b = breaker(&s);
+    open_it(&b, &s, 0);
+    call(&b, &s, 1_000, FAIL).expect("reopens");
+    assert_eq!(b.snapshot(&s, 1_000).open_ms, 2_000);
+    b.reset(1_500);
+    open_it(&b, &s, 1_600);
+    assert_eq!(b.snapshot(&s, 1_600).open_ms, 1_000);
+}
+
+#[test]
+fn a_pause_from_open_shows_no_retry_after() {
+    let s = Settings {
+        reset_timeout_max_ms: 60_000,
+        ..settings()
+    };
+    let b = breaker(&s);
+    open_it(&b, &s, 0);
+    b.pause(10);
+    let r = b.try_acquire(&s, 20).result.expect_err("paused");
+    assert_eq!((r.state, r.retry_after_secs), (State::ForcedOpen, None));
+}

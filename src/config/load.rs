@@ -137,6 +137,7 @@ fn describe(kind: &figment::error::Kind) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::validate::MAX_FALLBACK_BODY;
 
     fn errors(text: &str) -> Vec<String> {
         match load_from_str(text, Format::Toml, false) {
@@ -167,6 +168,59 @@ mod tests {
         assert!(!errs
             .iter()
             .any(|e| e.starts_with("server.trusted_proxies[0]")));
+    }
+
+    #[test]
+    fn recovery_back_off_and_fallback_are_checked_with_their_paths() {
+        let big = "x".repeat(MAX_FALLBACK_BODY + 1);
+        let errs = errors(&format!(
+            r#"
+            [defaults.breaker]
+            recovery_duration = "2h"
+            reset_timeout = "30s"
+            reset_timeout_max = "10s"
+            [routes.a]
+            upstreams = ["127.0.0.1:1"]
+            breaker = {{ reset_timeout = "1m", reset_timeout_max = "45s" }}
+            fallback = {{ status = 700, body = "{{}}", upstream = "http://127.0.0.1:2" }}
+            [routes.b]
+            upstreams = ["127.0.0.1:3"]
+            fallback = {{ body = "{big}", content_type = "bad\ntype" }}
+            [routes.c]
+            upstreams = ["127.0.0.1:4"]
+            fallback = {{ upstream = "ftp://x" }}
+            "#
+        ));
+        for key in [
+            "defaults.breaker.recovery_duration:",
+            "defaults.breaker.reset_timeout_max:",
+            "routes.a.breaker.reset_timeout_max:",
+            "routes.a.fallback.status:",
+            "routes.a.fallback.body:",
+            "routes.b.fallback.body:",
+            "routes.b.fallback.content_type:",
+            "routes.c.fallback.upstream:",
+        ] {
+            assert!(errs.iter().any(|e| e.starts_with(key)), "{key} {errs:?}");
+        }
+        // 0 turns the back-off off; equal to reset_timeout is allowed; 1h is the most.
+        let ok = load_from_str(
+            r#"
+            [defaults.breaker]
+            recovery_duration = "1h"
+            reset_timeout_max = "0s"
+            [routes.a]
+            upstreams = ["127.0.0.1:1"]
+            breaker = { reset_timeout = "5s", reset_timeout_max = "5s" }
+            fallback = { status = 200, body = '{"results":[]}' }
+            [routes.b]
+            upstreams = ["127.0.0.1:2"]
+            fallback = { upstream = "http://127.0.0.1:3" }
+            "#,
+            Format::Toml,
+            false,
+        );
+        assert!(ok.is_ok(), "{ok:?}");
     }
 
     #[test]

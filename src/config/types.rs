@@ -114,6 +114,12 @@ pub struct BreakerConfig {
     pub rolling_buckets: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reset_timeout: Option<Dur>,
+    /// Back-off ceiling for repeated trips; 0 (or not above `reset_timeout`): none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reset_timeout_max: Option<Dur>,
+    /// Ramp traffic back over this after half-open closes; 0: all at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovery_duration: Option<Dur>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub half_open_probes: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -192,6 +198,31 @@ pub struct RouteConfig {
     pub cache: Option<CacheConfig>,
     pub rate_limit: Option<RateLimitConfig>,
     pub health_check: Option<HealthCheckConfig>,
+    pub fallback: Option<FallbackConfig>,
+}
+
+/// What a route answers instead of the breaker's 503: a static response, or the answer
+/// of a fallback upstream (`body` and `upstream` are not both set).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FallbackConfig {
+    pub status: i64,
+    pub content_type: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+}
+
+impl Default for FallbackConfig {
+    fn default() -> Self {
+        FallbackConfig {
+            status: 200,
+            content_type: "application/json".into(),
+            body: None,
+            upstream: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -358,6 +389,8 @@ impl BreakerConfig {
             rolling_window: self.rolling_window.or(defaults.rolling_window),
             rolling_buckets: self.rolling_buckets.or(defaults.rolling_buckets),
             reset_timeout: self.reset_timeout.or(defaults.reset_timeout),
+            reset_timeout_max: self.reset_timeout_max.or(defaults.reset_timeout_max),
+            recovery_duration: self.recovery_duration.or(defaults.recovery_duration),
             half_open_probes: self.half_open_probes.or(defaults.half_open_probes),
             timeout: self.timeout.or(defaults.timeout),
             failure_statuses: self

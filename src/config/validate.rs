@@ -2,7 +2,7 @@
 //! path, nothing stops at the first one.
 
 use super::problem::ConfigProblem;
-use super::types::{BreakerConfig, Config, RouteConfig};
+use super::types::{BreakerConfig, Config, FallbackConfig, RouteConfig};
 use super::upstream::UpstreamAddr;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -13,6 +13,10 @@ pub const MAX_HALF_OPEN_PROBES: u32 = 10_000;
 pub const MIN_HEADER_BYTES: u64 = 1024;
 /// Most buckets a rolling window may have.
 pub const MAX_ROLLING_BUCKETS: u32 = 1_000;
+/// Longest `recovery_duration`.
+pub const MAX_RECOVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+/// Largest static fallback body.
+pub const MAX_FALLBACK_BODY: usize = 1 << 20;
 
 /// Checks what serde cannot: ranges, cross-key rules, address syntax.
 pub fn validate(c: &Config) -> Vec<ConfigProblem> {
@@ -91,6 +95,22 @@ pub fn validate(c: &Config) -> Vec<ConfigProblem> {
     for (name, r) in &c.routes {
         if r.breaker.rolling_window.is_some() || r.breaker.rolling_buckets.is_some() {
             check_window(
+                &format!("routes.{name}.breaker"),
+                &r.breaker,
+                &c.defaults.breaker,
+                &mut p,
+            );
+        }
+    }
+    check_backoff(
+        "defaults.breaker",
+        &c.defaults.breaker,
+        &c.defaults.breaker,
+        &mut p,
+    );
+    for (name, r) in &c.routes {
+        if r.breaker.reset_timeout.is_some() || r.breaker.reset_timeout_max.is_some() {
+            check_backoff(
                 &format!("routes.{name}.breaker"),
                 &r.breaker,
                 &c.defaults.breaker,
@@ -180,6 +200,12 @@ fn check_breaker(base: &str, b: &BreakerConfig, p: &mut impl FnMut(String, Strin
             p(format!("{base}.{key}"), "must be greater than 0".into());
         }
     }
+    if b.recovery_duration.is_some_and(|d| d.0 > MAX_RECOVERY) {
+        p(
+            format!("{base}.recovery_duration"),
+            "must be at most 1h".into(),
+        );
+    }
     if let Some(list) = &b.failure_statuses {
         for (i, s) in list.iter().enumerate() {
             if let Err(e) = s.range() {
@@ -220,7 +246,72 @@ fn check_window(
     }
 }
 
+/// `reset_timeout_max` is 0 (no back-off) or at least `reset_timeout`.
+fn check_backoff(
+    base: &str,
+    b: &BreakerConfig,
+    defaults: &BreakerConfig,
+    p: &mut impl FnMut(String, String),
+) {
+    let eff = b.merged_over(defaults);
+    let reset = eff
+        .reset_timeout
+        .unwrap_or(BreakerConfig::DEFAULT_RESET_TIMEOUT)
+        .0;
+    let Some(max) = eff.reset_timeout_max.map(|d| d.0) else {
+        return;
+    };
+    if !max.is_zero() && max < reset {
+        p(
+            format!("{base}.reset_timeout_max"),
+            format!(
+                "must be 0s or at least reset_timeout ({})",
+                humantime::format_duration(reset)
+            ),
+        );
+    }
+}
+
+/// A route's `fallback`: a static answer (status, content type, body) or an upstream.
+fn check_fallback(base: &str, f: &FallbackConfig, p: &mut impl FnMut(String, String)) {
+    if !(100..=599).contains(&f.status) {
+        p(
+            format!("{base}.status"),
+            format!("must be within 100-599, got {}", f.status),
+        );
+    }
+    if http::HeaderValue::from_str(&f.content_type).is_err() {
+        p(
+            format!("{base}.content_type"),
+            format!("{:?} is not a valid header value", f.content_type),
+        );
+    }
+    if let Some(body) = &f.body {
+        if body.len() > MAX_FALLBACK_BODY {
+            p(
+                format!("{base}.body"),
+                format!("must be at most 1 MiB, got {} bytes", body.len()),
+            );
+        }
+        if f.upstream.is_some() {
+            p(
+                format!("{base}.body"),
+                "body and upstream cannot both be set: a fallback is a static answer or an upstream"
+                    .into(),
+            );
+        }
+    }
+    if let Some(u) = &f.upstream {
+        if let Err(e) = UpstreamAddr::parse(u) {
+            p(format!("{base}.upstream"), e);
+        }
+    }
+}
+
 fn check_route(base: &str, r: &RouteConfig, p: &mut impl FnMut(String, String)) {
+    if let Some(f) = &r.fallback {
+        check_fallback(&format!("{base}.fallback"), f, p);
+    }
     if r.upstreams.is_empty() {
         p(
             format!("{base}.upstreams"),

@@ -51,6 +51,19 @@ pub fn body_too_large(max: u64) -> Box<Error> {
     .into_down()
 }
 
+/// The marker of a fallback upstream answering with one of the route's failure statuses.
+pub const FALLBACK_FAILED: &str = "fallback-failed";
+
+/// The error that turns a failing fallback upstream's answer into the 503 contract.
+pub fn fallback_failed(status: u16) -> Box<Error> {
+    Error::create(
+        ErrorType::Custom(FALLBACK_FAILED),
+        ErrorSource::Upstream,
+        Some(format!("fallback upstream answered {status}").into()),
+        None,
+    )
+}
+
 /// Classifies an error. `connect_failed` is set when pingora reported it through
 /// `fail_to_connect`, i.e. nothing reached the upstream.
 pub fn classify(etype: &ErrorType, source: &ErrorSource, connect_failed: bool) -> ProxyFailure {

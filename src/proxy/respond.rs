@@ -70,3 +70,42 @@ pub async fn rejection(
     };
     json(session, 503, body, request_id, &headers).await
 }
+
+/// A route's static fallback, in place of the breaker's 503: `X-Fusegate-Fallback:
+/// static` and the breaker state that turned the request away.
+pub async fn fallback(
+    session: &mut Session,
+    fallback: &crate::runtime::Fallback,
+    state: crate::breaker::State,
+    request_id: Option<&HeaderValue>,
+) -> Result<()> {
+    let crate::runtime::Fallback::Static {
+        status,
+        content_type,
+        body,
+    } = fallback
+    else {
+        return Err(Error::explain(InternalError, "not a static fallback"));
+    };
+    let mut h = ResponseHeader::build(*status, Some(5))?;
+    let bodiless = matches!(status, 100..=199 | 204 | 304);
+    h.insert_header("content-type", content_type.clone())?;
+    if !bodiless {
+        h.insert_header("content-length", body.len().to_string())?;
+    }
+    if let Some(id) = request_id {
+        h.insert_header("x-request-id", id.clone())?;
+    }
+    h.insert_header("x-fusegate-fallback", "static")?;
+    h.insert_header("x-fusegate-breaker", state.as_str())?;
+    let head_only = bodiless || session.req_header().method == http::Method::HEAD;
+    session
+        .write_response_header(Box::new(h), head_only)
+        .await?;
+    if !head_only {
+        session
+            .write_response_body(Some(body.clone()), true)
+            .await?;
+    }
+    Ok(())
+}

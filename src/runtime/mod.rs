@@ -6,8 +6,10 @@
 //! the snapshot: it lives in the [`Registries`], keyed by route name, and each route
 //! holds its share.
 
+mod fallback;
 mod upstreams;
 
+pub use fallback::Fallback;
 pub use upstreams::{Upstream, Upstreams, UpstreamsSpec};
 
 use crate::breaker::{self, Breaker, StatusSet, WindowShape};
@@ -36,6 +38,8 @@ pub struct Route {
     pub health_interval: Option<Duration>,
     pub rate_limit: Option<Arc<RateLimit>>,
     pub cache: Option<RouteCache>,
+    /// What answers instead of the breaker's 503, if anything.
+    pub fallback: Option<Fallback>,
     pub metrics: RouteMetrics,
 }
 
@@ -153,6 +157,12 @@ impl Runtime {
             let upstreams = registries
                 .upstreams(name, spec)
                 .map_err(|e| format!("routes.{name}.upstreams: {e}"))?;
+            let fallback = rc
+                .fallback
+                .as_ref()
+                .map(|f| Fallback::build(f, settings.timeout))
+                .transpose()
+                .map_err(|e| format!("routes.{name}.fallback: {e}"))?;
             let breaker = registries.breaker(name, settings.window, now_ms);
             let route_metrics = metrics.route(name);
             let cache = rc
@@ -178,6 +188,7 @@ impl Runtime {
                     .as_ref()
                     .map(|cfg| registries.rate_limit(name, cfg)),
                 cache,
+                fallback,
                 metrics: route_metrics,
             });
             router.insert(&route.prefix, route.clone());
@@ -214,6 +225,8 @@ fn effective_breaker_config(merged: &BreakerConfig, s: &breaker::Settings) -> Br
         rolling_window: Some(Dur::from_millis(s.window.window_ms())),
         rolling_buckets: Some(s.window.buckets),
         reset_timeout: Some(Dur::from_millis(s.reset_timeout_ms)),
+        reset_timeout_max: Some(Dur::from_millis(s.reset_timeout_max_ms)),
+        recovery_duration: Some(Dur::from_millis(s.recovery_ms)),
         half_open_probes: Some(s.half_open_probes),
         timeout: Some(Dur(s.timeout)),
         failure_statuses: Some(
@@ -264,6 +277,14 @@ pub fn resolve_settings(b: &BreakerConfig) -> breaker::Settings {
             .reset_timeout
             .map(|t| t.as_millis_u64())
             .unwrap_or(d.reset_timeout_ms),
+        reset_timeout_max_ms: b
+            .reset_timeout_max
+            .map(|t| t.as_millis_u64())
+            .unwrap_or(d.reset_timeout_max_ms),
+        recovery_ms: b
+            .recovery_duration
+            .map(|t| t.as_millis_u64())
+            .unwrap_or(d.recovery_ms),
         half_open_probes: b.half_open_probes.unwrap_or(d.half_open_probes),
         timeout: b.timeout.map(|t| t.0).unwrap_or(d.timeout),
         failure_statuses,
