@@ -4,7 +4,7 @@
 //!   cargo bench --bench breaker
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use fusegate::breaker::{Breaker, Outcome, Settings};
+use fusegate::breaker::{Breaker, FailureKind, Outcome, Settings, State};
 use fusegate::config::{Config, RouteConfig};
 use fusegate::metrics::Metrics;
 use fusegate::router::Router;
@@ -22,6 +22,26 @@ fn admit_record(b: &Breaker, s: &Settings, i: u64) {
     }
 }
 
+/// A breaker that went open, then closed through a successful probe into `recovering`
+/// at `reset_timeout`.
+fn recovering(s: &Settings) -> Breaker {
+    let b = Breaker::new(s.window, 0);
+    for _ in 0..s.volume_threshold {
+        if let Ok(p) = b.try_acquire(s, 0).result {
+            b.record(p, Outcome::failure(FailureKind::Status, 1), s, 0);
+        }
+    }
+    if let Ok(p) = b.try_acquire(s, s.reset_timeout_ms).result {
+        b.record(p, Outcome::success(1), s, s.reset_timeout_ms);
+    }
+    assert_eq!(
+        b.state(),
+        State::Recovering,
+        "the bench breaker is recovering"
+    );
+    b
+}
+
 fn breaker(c: &mut Criterion) {
     let s = Settings::default();
     let mut g = c.benchmark_group("breaker");
@@ -31,6 +51,20 @@ fn breaker(c: &mut Criterion) {
         bench.iter(|| {
             i += 1;
             admit_record(&b, &s, i)
+        })
+    });
+    // A breaker recovering (a one-hour ramp, so it stays recovering): every admission
+    // is the share's compare-and-swap; most requests are turned away early in the ramp.
+    let rs = Settings {
+        recovery_ms: 3_600_000,
+        ..s.clone()
+    };
+    let rb = recovering(&rs);
+    let mut j = 0u64;
+    g.bench_function("admit_record_recovering_1_thread", |bench| {
+        bench.iter(|| {
+            j += 1;
+            admit_record(&rb, &rs, rs.reset_timeout_ms * 1_000 + j)
         })
     });
     // Two threads on one route: wall time per request with both cores busy.

@@ -80,7 +80,7 @@ proptest! {
         // Recovery accounting: (since, step) -> (seen, admitted).
         let mut recovering_since: Option<u64> = None;
         let mut ramp: HashMap<(u64, u64), (u64, u64)> = HashMap::new();
-        let mut note = |t: Option<Transition>, since: &mut Option<u64>| {
+        let note = |t: Option<Transition>, since: &mut Option<u64>| {
             if let Some(t) = t {
                 *since = (t.to == State::Recovering).then_some(t.at_ms);
             }
