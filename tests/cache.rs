@@ -483,3 +483,145 @@ fn a_route_whose_cache_is_removed_by_a_reload_frees_it() {
     gw.wait_generation(3);
     assert_eq!(gw.get("/api/c/a").header("x-cache"), Some("MISS"));
 }
+
+/// Polls with `only-if-cached` until the entry at `path` is no longer fresh (504).
+fn wait_stale(gw: &Gateway, path: &str) {
+    wait_until(
+        &format!("{path} to be stale"),
+        Duration::from_secs(10),
+        || request("GET", &gw.url(path), &[("cache-control", "only-if-cached")]).status == 504,
+    );
+}
+
+#[test]
+fn an_unsafe_request_that_succeeds_invalidates_what_is_stored_for_its_uri() {
+    let up = Upstream::start("c");
+    up.set_headers(&[("Cache-Control", "max-age=60"), ("Vary", "Accept")]);
+    let gw = Gateway::start(&cached_route(&up, "", ""));
+    let get = |path: &str, accept: &str| {
+        request("GET", &gw.url(path), &[("accept", accept)])
+            .header("x-cache")
+            .map(String::from)
+    };
+    for accept in ["text/a", "text/b"] {
+        assert_eq!(get("/api/c/items/1", accept).as_deref(), Some("MISS"));
+        assert_eq!(get("/api/c/items/1", accept).as_deref(), Some("HIT"));
+    }
+    assert_eq!(get("/api/c/items/2", "text/a").as_deref(), Some("MISS"));
+    assert_eq!(get("/api/c/other", "text/a").as_deref(), Some("MISS"));
+
+    // A failed POST invalidates nothing.
+    up.set_status(500);
+    assert_eq!(
+        common::send("POST", &gw.url("/api/c/items/1"), &[], Some("{}")).status,
+        500
+    );
+    assert_eq!(get("/api/c/items/1", "text/a").as_deref(), Some("HIT"));
+
+    // A successful one invalidates its URI, every variant, and its same-host Location.
+    up.set_status(201);
+    up.set_headers(&[("Location", "/api/c/items/2")]);
+    let r = common::send("POST", &gw.url("/api/c/items/1"), &[], Some("{}"));
+    assert_eq!(r.status, 201);
+    up.set_status(200);
+    up.set_headers(&[("Cache-Control", "max-age=60"), ("Vary", "Accept")]);
+    let hits = up.hits();
+    assert_eq!(get("/api/c/items/1", "text/a").as_deref(), Some("MISS"));
+    assert_eq!(get("/api/c/items/1", "text/b").as_deref(), Some("MISS"));
+    assert_eq!(get("/api/c/items/2", "text/a").as_deref(), Some("MISS"));
+    assert_eq!(get("/api/c/other", "text/a").as_deref(), Some("HIT"));
+    assert_eq!(up.hits(), hits + 3);
+
+    // DELETE and methods of unknown safety too.
+    for method in ["DELETE", "M-SEARCH"] {
+        assert_eq!(get("/api/c/items/1", "text/a").as_deref(), Some("HIT"));
+        assert_eq!(request(method, &gw.url("/api/c/items/1"), &[]).status, 200);
+        assert_eq!(
+            get("/api/c/items/1", "text/a").as_deref(),
+            Some("MISS"),
+            "{method}"
+        );
+    }
+}
+
+#[test]
+fn the_age_a_response_arrives_with_counts_toward_its_freshness() {
+    let up = Upstream::start("c");
+    up.set_headers(&[("Cache-Control", "max-age=60"), ("Age", "100")]);
+    let gw = Gateway::start(&cached_route(&up, "", ""));
+    assert_eq!(gw.get("/api/c/old").header("x-cache"), Some("MISS"));
+    // Already 100 s old with 60 s to live: stale at once, asked again.
+    let again = gw.get("/api/c/old");
+    assert_ne!(again.header("x-cache"), Some("HIT"));
+    assert_eq!(up.hits(), 2);
+
+    up.set_headers(&[("Cache-Control", "max-age=60"), ("Age", "30")]);
+    assert_eq!(gw.get("/api/c/young").header("x-cache"), Some("MISS"));
+    let hit = gw.get("/api/c/young");
+    assert_eq!(hit.header("x-cache"), Some("HIT"));
+    let age: u64 = hit.header("age").expect("Age").parse().unwrap();
+    assert!(
+        age >= 30,
+        "the served Age counts from the age at arrival: {age}"
+    );
+    assert_eq!(up.hits(), 3);
+}
+
+#[test]
+fn a_304_updates_the_stored_headers() {
+    let up = Upstream::start("c");
+    up.set_headers(&[
+        ("Cache-Control", "max-age=1"),
+        ("ETag", "\"v1\""),
+        ("X-Version", "1"),
+    ]);
+    let gw = Gateway::start(&cached_route(&up, "", ""));
+    let first = gw.get("/api/c/doc");
+    assert_eq!(first.header("x-cache"), Some("MISS"));
+    wait_stale(&gw, "/api/c/doc");
+
+    up.set_fault(common::Fault::NotModified);
+    up.set_headers(&[
+        ("Cache-Control", "max-age=60"),
+        ("ETag", "\"v2\""),
+        ("X-Version", "2"),
+        ("Age", "5"),
+    ]);
+    let revalidated = gw.get("/api/c/doc");
+    assert_eq!(revalidated.status, 200);
+    assert_eq!(revalidated.body, first.body, "the stored body");
+    assert_eq!(
+        up.last_seen()
+            .headers
+            .get("if-none-match")
+            .map(String::as_str),
+        Some("\"v1\"")
+    );
+    for r in [&revalidated, &gw.get("/api/c/doc")] {
+        assert_eq!(r.header("x-version"), Some("2"), "{r:?}");
+        assert_eq!(r.header("etag"), Some("\"v2\""));
+    }
+    let hit = gw.get("/api/c/doc");
+    assert_eq!(hit.header("x-cache"), Some("HIT"));
+    let age: u64 = hit.header("age").expect("Age").parse().unwrap();
+    assert!((5..60).contains(&age), "Age refreshed by the 304: {age}");
+}
+
+#[test]
+fn fields_named_in_connection_are_neither_stored_nor_forwarded() {
+    let up = Upstream::start("c");
+    up.set_headers(&[
+        ("Cache-Control", "max-age=60"),
+        ("Connection", "x-private"),
+        ("X-Private", "secret"),
+        ("X-Public", "ok"),
+    ]);
+    let gw = Gateway::start(&cached_route(&up, "", ""));
+    let miss = gw.get("/api/c/h");
+    let hit = gw.get("/api/c/h");
+    assert_eq!(hit.header("x-cache"), Some("HIT"));
+    for r in [&miss, &hit] {
+        assert_eq!(r.header("x-private"), None, "{r:?}");
+        assert_eq!(r.header("x-public"), Some("ok"));
+    }
+}

@@ -1,9 +1,11 @@
-//! Any Cache-Control (request and response), Expires and Vary values through the cache
-//! policy: client directives, client bounds, storage decisions, variance.
+//! Any Cache-Control (request and response), Expires, Vary, Age, Date, Connection and
+//! Location values through the cache policy: client directives, client bounds, storage
+//! decisions (age at arrival, Expires - Date), variance, the update of a 304, the fields
+//! named in Connection, and the URIs an unsafe request invalidates.
 #![no_main]
 
 use fusegate::cache::{
-    cacheability, client_decision, variance, ClientDirectives, Credentials, RouteCache,
+    cacheability, client_decision, rfc, variance, ClientDirectives, Credentials, RouteCache,
 };
 use libfuzzer_sys::fuzz_target;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -29,7 +31,7 @@ fn route_cache() -> &'static RouteCache {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let parts: Vec<&[u8]> = data.splitn(4, |b| *b == b'\n').collect();
+    let parts: Vec<&[u8]> = data.splitn(6, |b| *b == b'\n').collect();
     let get = |i: usize| parts.get(i).copied().unwrap_or(b"");
     let mut req = RequestHeader::build("GET", b"/x", None).expect("request");
     if req.insert_header("cache-control", get(0)).is_err() {
@@ -58,7 +60,22 @@ fuzz_target!(|data: &[u8]| {
     {
         return;
     }
-    if let Ok(meta) = cacheability(rc, &client, Credentials::default(), &resp, SystemTime::now()) {
+    // Age, Date, Connection and Location are optional: a value the header map refuses
+    // is simply left out.
+    let _ = resp.insert_header("age", get(4));
+    let _ = resp.insert_header("date", get(5));
+    let _ = resp.insert_header("connection", get(3));
+    let _ = resp.insert_header("location", get(5));
+    let now = SystemTime::now();
+    if let Ok(meta) = cacheability(rc, &client, Credentials::default(), &resp, now) {
         let _ = variance(&meta, &req);
     }
+    let _ = rfc::initial_age(&resp, now);
+    let _ = rfc::expires_lifetime(&resp, now);
+    let merged = rfc::merge_not_modified(&resp, &resp);
+    let _ = cacheability(rc, &client, Credentials::default(), &merged, now);
+    let mut post = RequestHeader::build("POST", b"/x/y", None).expect("request");
+    let _ = post.insert_header("host", get(4));
+    let _ = rfc::invalidated_paths(&post, &resp);
+    rfc::strip_connection_listed(&mut resp);
 });

@@ -13,15 +13,15 @@
 //!
 //! The proxy hooks call in here; the breaker never sees a cache hit.
 
+pub mod rfc;
 pub mod storage;
 
 use crate::by_route::ByRoute;
 use crate::config::CacheConfig;
 use pingora::cache::cache_control::{CacheControl, Cacheable, DirectiveKey, InterpretCacheControl};
-use pingora::cache::filters::calculate_fresh_until;
-use pingora::cache::key::HashBinary;
+use pingora::cache::key::{CacheKey, HashBinary};
 use pingora::cache::lock::{CacheKeyLockImpl, CacheLock};
-use pingora::cache::{CacheMeta, CacheMetaDefaults, VarianceBuilder};
+use pingora::cache::{CacheMeta, VarianceBuilder};
 use pingora::http::{RequestHeader, ResponseHeader};
 use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime};
@@ -242,8 +242,6 @@ pub struct Credentials {
     pub cookie: bool,
 }
 
-static NO_DEFAULTS: CacheMetaDefaults = CacheMetaDefaults::new(|_| None, 0, 0);
-
 /// The metadata to store a response under, or why it is not stored.
 pub fn cacheability(
     rc: &RouteCache,
@@ -284,20 +282,28 @@ pub fn cacheability(
     if credentials.cookie && !explicit_freshness(cc.as_ref(), resp) {
         return Err(NotStored::Cookie);
     }
-    let fresh_until = calculate_fresh_until(now, cc.as_ref(), resp, authorization, &NO_DEFAULTS)
-        .unwrap_or(now + rc.default_ttl);
+    // The lifetime (RFC 9111 §4.2.1) less the age the response arrived with (§4.2.3).
+    let lifetime = match cc.as_ref().and_then(|c| c.fresh_duration()) {
+        Some(ttl) => ttl,
+        None => rfc::expires_lifetime(resp, now).unwrap_or(rc.default_ttl),
+    };
+    let age = rfc::initial_age(resp, now);
+    let fresh_until = match lifetime.checked_sub(age) {
+        Some(left) if !left.is_zero() => now + left,
+        _ => now.checked_sub(Duration::from_secs(1)).unwrap_or(now),
+    };
+    let epoch = now.checked_sub(age).unwrap_or(now);
     let stale_if_error = cc
         .as_ref()
         .and_then(|c| c.serve_stale_if_error_duration())
         .unwrap_or(rc.stale_if_error);
     let secs = |d: Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
-    Ok(CacheMeta::new(
-        fresh_until,
-        now,
-        0,
-        secs(stale_if_error),
-        resp.clone(),
-    ))
+    let mut meta = CacheMeta::new(fresh_until, now, 0, secs(stale_if_error), resp.clone());
+    // The served `Age` counts from the age the response arrived with.
+    if !age.is_zero() {
+        meta.set_epoch_override(epoch);
+    }
+    Ok(meta)
 }
 
 /// Whether the response states its freshness: `max-age`, `s-maxage` or `Expires`.
@@ -342,17 +348,29 @@ pub fn variance(meta: &CacheMeta, req: &RequestHeader) -> Option<HashBinary> {
 
 /// The cache key's primary part: method, host, path and query, each length-prefixed.
 pub fn primary_key(route: &str, req: &RequestHeader) -> Vec<u8> {
-    let host = req
-        .headers
+    let path_and_query = req.uri.path_and_query().map_or("/", |p| p.as_str());
+    key_parts(
+        route,
+        req.method.as_str(),
+        request_host(req),
+        path_and_query,
+    )
+}
+
+/// The `Host` a request names (its header, else the URI's).
+pub fn request_host(req: &RequestHeader) -> &[u8] {
+    req.headers
         .get(http::header::HOST)
         .map(|h| h.as_bytes())
         .or_else(|| req.uri.host().map(str::as_bytes))
-        .unwrap_or(b"");
-    let path_and_query = req.uri.path_and_query().map_or("/", |p| p.as_str());
+        .unwrap_or(b"")
+}
+
+fn key_parts(route: &str, method: &str, host: &[u8], path_and_query: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(route.len() + host.len() + path_and_query.len() + 40);
     for part in [
         route.as_bytes(),
-        req.method.as_str().as_bytes(),
+        method.as_bytes(),
         host,
         path_and_query.as_bytes(),
     ] {
@@ -360,6 +378,33 @@ pub fn primary_key(route: &str, req: &RequestHeader) -> Vec<u8> {
         key.extend_from_slice(part);
     }
     key
+}
+
+/// A request's cache key on a route (the route name is its user tag).
+pub fn cache_key(route: &str, req: &RequestHeader) -> CacheKey {
+    CacheKey::new(primary_key(route, req), route.to_string())
+}
+
+/// Makes stale what an unsafe request that succeeded invalidates (RFC 9111 §4.4): the
+/// stored `GET` and `HEAD` responses of its target and of the response's same-host
+/// `Location` / `Content-Location`, every `Vary` variant of each (a variant is reached
+/// only through its URI's primary entry, which is removed), on this route's storage only.
+/// Returns how many entries were removed.
+pub fn invalidate(
+    route: &str,
+    rc: &RouteCache,
+    req: &RequestHeader,
+    resp: &ResponseHeader,
+) -> usize {
+    let host = request_host(req);
+    let mut removed = 0;
+    for path in rfc::invalidated_paths(req, resp) {
+        for method in ["GET", "HEAD"] {
+            let key = CacheKey::new(key_parts(route, method, host, &path), route.to_string());
+            removed += usize::from(rc.storage.invalidate(&key));
+        }
+    }
+    removed
 }
 
 #[cfg(test)]

@@ -84,6 +84,20 @@ impl BoundedStorage {
         n
     }
 
+    /// Drops the primary entry of `key` (with it, every `Vary` variant becomes
+    /// unreachable: pingora finds variants through the primary entry). Returns whether
+    /// there was one.
+    pub fn invalidate(&self, key: &CacheKey) -> bool {
+        let mut inner = self.lock();
+        match inner.lru.pop(&key.primary_bin()) {
+            Some(e) => {
+                inner.used -= e.weight;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Drops every entry and forgets its route: the storage is ready for another.
     pub fn release(&self) {
         let mut inner = self.lock();

@@ -34,6 +34,8 @@ pub struct CacheCtx {
     pub stale_error: Option<FailureKind>,
     /// The breaker said no, but a stale entry may answer instead.
     pub deferred_rejection: Option<Rejection>,
+    /// The upstream's `304` to a revalidation: its fields update the stored header.
+    pub not_modified: Option<Box<ResponseHeader>>,
 }
 
 /// Turns the cache on for a GET or HEAD to a route with a cache.
@@ -56,7 +58,7 @@ pub fn enable(session: &mut Session, rc: &RouteCache, ctx: &mut CacheCtx) {
 }
 
 pub fn key(route: &str, req: &RequestHeader) -> CacheKey {
-    CacheKey::new(cache::primary_key(route, req), route.to_string())
+    cache::cache_key(route, req)
 }
 
 pub fn cacheable(
@@ -65,6 +67,16 @@ pub fn cacheable(
     ctx: &CacheCtx,
     resp: &ResponseHeader,
 ) -> RespCacheable {
+    // After a 304, pingora hands over the stored header with only its validators and
+    // freshness fields replaced; RFC 9111 §3.2 has every field of the 304 replace.
+    let merged;
+    let resp = match &ctx.not_modified {
+        Some(nm) => {
+            merged = cache::rfc::merge_not_modified(resp, nm);
+            &merged
+        }
+        None => resp,
+    };
     match cache::cacheability(rc, &ctx.client, ctx.credentials, resp, SystemTime::now()) {
         Ok(meta) => RespCacheable::Cacheable(meta),
         Err(why) => RespCacheable::Uncacheable(NoCacheReason::Custom(why.as_str())),
@@ -82,7 +94,7 @@ pub fn hit_filter(
 ) -> Option<ForcedFreshness> {
     let rc = route.cache.as_ref()?;
     let now = SystemTime::now();
-    let age = now.duration_since(meta.created()).unwrap_or_default();
+    let age = now.duration_since(meta.epoch()).unwrap_or_default();
     let fresh_for = meta.fresh_until().duration_since(now).unwrap_or_default();
     let decision = cache::client_decision(&ctx.client, rc, age, fresh_for);
     ctx.adjusted = decision.adjusted;

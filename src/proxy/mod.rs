@@ -477,6 +477,9 @@ impl ProxyHttp for Proxy {
         if status == http::StatusCode::SWITCHING_PROTOCOLS && !ctx.idle_timeout.is_zero() {
             session.set_read_timeout(Some(ctx.idle_timeout));
         }
+        // Fields the upstream names in `Connection` are hop-by-hop: neither stored nor
+        // forwarded.
+        crate::cache::rfc::strip_connection_listed(upstream_response);
         if let (Some(rejection), Some(route)) = (ctx.fallback, &ctx.route) {
             // A fallback upstream that fails (a status in failure_statuses) gets the
             // 503 contract, from fail_to_proxy; its answer is never a breaker outcome.
@@ -490,6 +493,21 @@ impl ProxyHttp for Proxy {
         }
         ctx.header_ms = Some(ctx.upstream_ms());
         let probe = ctx.permit.as_ref().is_some_and(Permit::is_probe);
+        if let Some(rc) = ctx
+            .route
+            .as_ref()
+            .and_then(|r| r.cache.as_ref().map(|c| (r, c)))
+        {
+            let (route, cache) = rc;
+            let req = session.req_header();
+            if status == http::StatusCode::NOT_MODIFIED && session.cache.enabled() {
+                ctx.cache.not_modified = Some(Box::new(upstream_response.clone()));
+            } else if crate::cache::rfc::invalidates(&req.method)
+                && (status.is_success() || status.is_redirection())
+            {
+                crate::cache::invalidate(&route.name, cache, req, upstream_response);
+            }
+        }
         if let Some(route) = ctx.route.clone() {
             if probe || status == http::StatusCode::SWITCHING_PROTOCOLS {
                 let failure = status_failure(&route, status.as_u16());

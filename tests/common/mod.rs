@@ -73,6 +73,8 @@ pub enum Fault {
     SlowBody = 4,
     /// Answers `101 Switching Protocols`, then echoes every byte until the peer leaves.
     Upgrade = 5,
+    /// Answers `304 Not Modified` with the set headers and no body.
+    NotModified = 6,
 }
 
 /// An HTTP/1.1 upstream whose answers the test sets: status, delay, headers, body size,
@@ -326,6 +328,17 @@ fn serve(conn: TcpStream, st: &ServeState) {
                         }
                     }
                 }
+            }
+            6 => {
+                let mut head = String::from("HTTP/1.1 304 Not Modified\r\n");
+                for (k, v) in st.headers.lock().unwrap().iter() {
+                    head.push_str(&format!("{k}: {v}\r\n"));
+                }
+                head.push_str("\r\n");
+                if conn.write_all(head.as_bytes()).is_err() {
+                    return;
+                }
+                continue;
             }
             _ => {}
         }

@@ -1,0 +1,311 @@
+//! RFC 9111 mechanics pingora-cache leaves to its user: a response's age at arrival,
+//! the header update of a `304`, headers named in `Connection`, and the URIs an unsafe
+//! request invalidates. Pure functions over headers and times.
+
+use pingora::http::{RequestHeader, ResponseHeader};
+use std::time::{Duration, SystemTime};
+
+/// A response's age when it arrived (RFC 9111 §4.2.3): the larger of its `Age` and of
+/// the time since its `Date` (0 when `Date` is in the future or unreadable). A malformed
+/// `Age` is ignored; several `Age` fields take the first.
+pub fn initial_age(resp: &ResponseHeader, now: SystemTime) -> Duration {
+    let age = resp
+        .headers
+        .get(http::header::AGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .unwrap_or_default();
+    let apparent = http_date(resp, http::header::DATE)
+        .and_then(|date| now.duration_since(date).ok())
+        .unwrap_or_default();
+    age.max(apparent)
+}
+
+/// The freshness lifetime an `Expires` gives (RFC 9111 §4.2.1): `Expires - Date`, with
+/// the arrival time standing in for a missing `Date`. A malformed `Expires`, or several,
+/// mean already expired: `Some(0)`. `None` without `Expires`.
+pub fn expires_lifetime(resp: &ResponseHeader, now: SystemTime) -> Option<Duration> {
+    let mut all = resp.headers.get_all(http::header::EXPIRES).iter();
+    let first = all.next()?;
+    if all.next().is_some() {
+        return Some(Duration::ZERO);
+    }
+    let Some(expires) = first.to_str().ok().and_then(parse_http_date) else {
+        return Some(Duration::ZERO);
+    };
+    let date = http_date(resp, http::header::DATE).unwrap_or(now);
+    Some(expires.duration_since(date).unwrap_or_default())
+}
+
+fn parse_http_date(v: &str) -> Option<SystemTime> {
+    httpdate::parse_http_date(v.trim()).ok()
+}
+
+fn http_date(resp: &ResponseHeader, name: http::header::HeaderName) -> Option<SystemTime> {
+    resp.headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_http_date)
+}
+
+/// Fields a `304` never replaces in the stored response: they describe the stored body
+/// or the connection, not the resource (RFC 9111 §3.2).
+const KEPT_ON_UPDATE: [&str; 11] = [
+    "content-length",
+    "content-encoding",
+    "content-range",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "x-cache",
+];
+
+/// The stored header updated with the fields of a `304` (RFC 9111 §3.2, §4.3.4): every
+/// field the `304` carries replaces the stored one, except those describing the stored
+/// body or the connection, and those the `304` names in its `Connection`.
+pub fn merge_not_modified(
+    stored: &ResponseHeader,
+    not_modified: &ResponseHeader,
+) -> ResponseHeader {
+    let mut merged = stored.clone();
+    let listed = connection_listed(not_modified);
+    let mut seen: Vec<&http::header::HeaderName> = Vec::new();
+    for (name, value) in not_modified.headers.iter() {
+        let n = name.as_str();
+        if KEPT_ON_UPDATE.contains(&n) || listed.iter().any(|l| l == n) {
+            continue;
+        }
+        if seen.contains(&name) {
+            let _ = merged.append_header(name.clone(), value.clone());
+        } else {
+            seen.push(name);
+            let _ = merged.insert_header(name.clone(), value.clone());
+        }
+    }
+    merged
+}
+
+/// The header names a message's `Connection` field lists, lower-cased (`close` and
+/// `keep-alive` are options, not names).
+pub fn connection_listed(resp: &ResponseHeader) -> Vec<String> {
+    resp.headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .filter(|n| !n.is_empty() && n != "close" && n != "keep-alive")
+        .collect()
+}
+
+/// Removes the fields a response's `Connection` names (hop-by-hop: neither stored nor
+/// forwarded, RFC 9110 §7.6.1). A `101` keeps them: its `Upgrade` is the point.
+pub fn strip_connection_listed(resp: &mut ResponseHeader) {
+    if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
+        return;
+    }
+    for name in connection_listed(resp) {
+        if name != "upgrade" {
+            resp.remove_header(name.as_str());
+        }
+    }
+}
+
+/// Whether a request method is unsafe (or of unknown safety): its success invalidates
+/// stored responses (RFC 9111 §4.4).
+pub fn invalidates(method: &http::Method) -> bool {
+    !matches!(
+        *method,
+        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS | http::Method::TRACE
+    )
+}
+
+/// The paths (with query) an unsafe request that succeeded invalidates: its target, and
+/// the `Location` and `Content-Location` of the response when they are on the same host.
+pub fn invalidated_paths(req: &RequestHeader, resp: &ResponseHeader) -> Vec<String> {
+    let target = req.uri.path_and_query().map_or("/", |p| p.as_str());
+    let host = req
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))
+        .unwrap_or("");
+    let mut out = vec![target.to_string()];
+    for name in [http::header::LOCATION, http::header::CONTENT_LOCATION] {
+        let Some(value) = resp.headers.get(name).and_then(|v| v.to_str().ok()) else {
+            continue;
+        };
+        if let Some(path) = same_host_path(value.trim(), host, req.uri.path()) {
+            if !out.contains(&path) {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+/// `reference` resolved against a request to `host` for `base_path`, as a path with
+/// query, when it stays on that host.
+fn same_host_path(reference: &str, host: &str, base_path: &str) -> Option<String> {
+    if reference.is_empty() {
+        return None;
+    }
+    if let Some(rest) = reference
+        .strip_prefix("http://")
+        .or_else(|| reference.strip_prefix("https://"))
+    {
+        let (authority, path) = match rest.find(['/', '?']) {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        if !authority.eq_ignore_ascii_case(host) {
+            return None;
+        }
+        return Some(if path.starts_with('?') {
+            format!("/{path}")
+        } else {
+            path.to_string()
+        });
+    }
+    if reference.starts_with("//") || reference.contains("://") {
+        return None;
+    }
+    if reference.starts_with('/') {
+        return Some(reference.to_string());
+    }
+    // A relative reference: beside the request's last segment.
+    let dir = base_path.rsplit_once('/').map_or("", |(d, _)| d);
+    Some(format!("{dir}/{reference}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resp(headers: &[(&str, &str)]) -> ResponseHeader {
+        let mut r = ResponseHeader::build(200, None).unwrap();
+        for (k, v) in headers {
+            r.append_header(k.to_string(), *v).unwrap();
+        }
+        r
+    }
+
+    fn at(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    fn date(secs: u64) -> String {
+        httpdate::fmt_http_date(at(secs))
+    }
+
+    #[test]
+    fn the_age_at_arrival_is_the_larger_of_age_and_the_time_since_date() {
+        let now = 1_000_000;
+        assert_eq!(
+            initial_age(&resp(&[("age", "30")]), at(now)),
+            Duration::from_secs(30)
+        );
+        let old = date(now - 100);
+        assert_eq!(
+            initial_age(&resp(&[("age", "30"), ("date", &old)]), at(now)),
+            Duration::from_secs(100)
+        );
+        let future = date(now + 100);
+        assert_eq!(
+            initial_age(&resp(&[("date", &future)]), at(now)),
+            Duration::ZERO
+        );
+        for bad in ["-5", "soon", "1.5", ""] {
+            assert_eq!(initial_age(&resp(&[("age", bad)]), at(now)), Duration::ZERO);
+        }
+    }
+
+    #[test]
+    fn expires_counts_from_date_and_a_bad_one_is_already_expired() {
+        let now = 1_000_000;
+        let (d, e) = (date(now - 3_600), date(now - 3_600 + 600));
+        let r = resp(&[("date", &d), ("expires", &e)]);
+        assert_eq!(
+            expires_lifetime(&r, at(now)),
+            Some(Duration::from_secs(600))
+        );
+        assert_eq!(
+            expires_lifetime(&resp(&[("expires", "0")]), at(now)),
+            Some(Duration::ZERO)
+        );
+        let twice = resp(&[("expires", &e), ("expires", &e)]);
+        assert_eq!(expires_lifetime(&twice, at(now)), Some(Duration::ZERO));
+        assert_eq!(expires_lifetime(&resp(&[]), at(now)), None);
+    }
+
+    #[test]
+    fn a_304_updates_every_field_but_those_of_the_body_and_connection() {
+        let stored = resp(&[
+            ("content-type", "text/plain"),
+            ("etag", "\"a\""),
+            ("content-length", "10"),
+            ("x-old", "1"),
+        ]);
+        let nm = resp(&[
+            ("content-type", "text/html"),
+            ("etag", "\"b\""),
+            ("content-length", "0"),
+            ("connection", "x-hop"),
+            ("x-hop", "secret"),
+            ("x-new", "2"),
+        ]);
+        let m = merge_not_modified(&stored, &nm);
+        let get = |n: &str| {
+            m.headers
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(String::from)
+        };
+        assert_eq!(get("content-type").as_deref(), Some("text/html"));
+        assert_eq!(get("etag").as_deref(), Some("\"b\""));
+        assert_eq!(get("content-length").as_deref(), Some("10"));
+        assert_eq!(get("x-old").as_deref(), Some("1"));
+        assert_eq!(get("x-new").as_deref(), Some("2"));
+        assert_eq!(get("x-hop"), None);
+    }
+
+    #[test]
+    fn fields_named_in_connection_are_removed_except_from_a_101() {
+        let mut r = resp(&[
+            ("connection", "close, X-Hop"),
+            ("x-hop", "1"),
+            ("x-keep", "2"),
+        ]);
+        strip_connection_listed(&mut r);
+        assert!(r.headers.get("x-hop").is_none());
+        assert!(r.headers.get("x-keep").is_some());
+        let mut up = resp(&[("connection", "upgrade"), ("upgrade", "websocket")]);
+        up.set_status(101).unwrap();
+        strip_connection_listed(&mut up);
+        assert!(up.headers.get("upgrade").is_some());
+    }
+
+    #[test]
+    fn an_unsafe_request_invalidates_its_target_and_same_host_locations() {
+        let mut req = RequestHeader::build("POST", b"/api/items/1?x=1", None).unwrap();
+        req.insert_header("host", "gw.example").unwrap();
+        let r = resp(&[
+            ("location", "http://gw.example/api/items/2"),
+            ("content-location", "3"),
+        ]);
+        assert_eq!(
+            invalidated_paths(&req, &r),
+            ["/api/items/1?x=1", "/api/items/2", "/api/items/3"]
+        );
+        let other = resp(&[("location", "http://elsewhere/api/items/2")]);
+        assert_eq!(invalidated_paths(&req, &other), ["/api/items/1?x=1"]);
+        assert!(invalidates(&http::Method::POST));
+        assert!(invalidates(&http::Method::from_bytes(b"M-SEARCH").unwrap()));
+        assert!(!invalidates(&http::Method::GET) && !invalidates(&http::Method::OPTIONS));
+    }
+}
