@@ -338,6 +338,9 @@ fn a_dead_upstream_is_covered_by_the_stale_entry() {
     let r = gw.get("/api/c/x");
     assert_eq!((r.status, r.header("x-cache")), (200, Some("STALE")));
     assert_eq!(r.body, original.body);
+    // After an upstream failure the gateway does not reuse the client connection, and
+    // says so, so the client does not send its next request on it.
+    assert_eq!(r.header("connection"), Some("close"));
     gw.wait_window("c", 2);
     assert_eq!(
         gw.breaker("c")["window"]["failures"],
@@ -597,14 +600,71 @@ fn a_304_updates_the_stored_headers() {
             .map(String::as_str),
         Some("\"v1\"")
     );
+    // Every field of the 304 replaces the stored one, except those describing the
+    // stored body and the validator it matched (ETag).
     for r in [&revalidated, &gw.get("/api/c/doc")] {
         assert_eq!(r.header("x-version"), Some("2"), "{r:?}");
-        assert_eq!(r.header("etag"), Some("\"v2\""));
+        assert_eq!(r.header("etag"), Some("\"v1\""));
     }
     let hit = gw.get("/api/c/doc");
     assert_eq!(hit.header("x-cache"), Some("HIT"));
     let age: u64 = hit.header("age").expect("Age").parse().unwrap();
     assert!((5..60).contains(&age), "Age refreshed by the 304: {age}");
+}
+
+#[test]
+fn surrogate_control_speaks_to_the_gateway_before_cache_control() {
+    let up = Upstream::start("c");
+    // Stored for the gateway, though not for the caches downstream.
+    up.set_headers(&[
+        ("Cache-Control", "no-store"),
+        ("Surrogate-Control", "max-age=60"),
+    ]);
+    let gw = Gateway::start(&cached_route(&up, "", ""));
+    let miss = gw.get("/api/c/s1");
+    assert_eq!(miss.header("x-cache"), Some("MISS"));
+    assert_eq!(miss.header("surrogate-control"), None, "not forwarded");
+    assert_eq!(miss.header("cache-control"), Some("no-store"));
+    let hit = gw.get("/api/c/s1");
+    assert_eq!(hit.header("x-cache"), Some("HIT"));
+    assert_eq!(hit.header("surrogate-control"), None);
+    // Not stored by the gateway, though fresh for the others.
+    up.set_headers(&[
+        ("Cache-Control", "max-age=60"),
+        ("Surrogate-Control", "no-store"),
+    ]);
+    gw.get("/api/c/s2");
+    assert_ne!(gw.get("/api/c/s2").header("x-cache"), Some("HIT"));
+    assert_eq!(up.hits(), 3);
+}
+
+#[test]
+fn an_error_answer_says_the_connection_closes() {
+    let up = Upstream::start("c");
+    up.set_fault(common::Fault::Garbage);
+    let gw = Gateway::start(&cached_route(&up, "", ""));
+    let r = gw.get("/api/c/broken");
+    assert_eq!(r.status, 502);
+    assert_eq!(r.header("connection"), Some("close"));
+}
+
+#[test]
+fn an_invalid_age_makes_a_response_stale() {
+    let up = Upstream::start("c");
+    let gw = Gateway::start(&cached_route(&up, "", ""));
+    for (i, age) in ["abc", "-10", "7200;x=1"].iter().enumerate() {
+        up.set_headers(&[("Cache-Control", "max-age=3600"), ("Age", age)]);
+        let path = format!("/api/c/age{i}");
+        gw.get(&path);
+        assert_ne!(gw.get(&path).header("x-cache"), Some("HIT"), "Age: {age}");
+    }
+    up.set_headers(&[("Cache-Control", "max-age=3600"), ("Age", "0,7200")]);
+    gw.get("/api/c/list");
+    assert_eq!(
+        gw.get("/api/c/list").header("x-cache"),
+        Some("HIT"),
+        "first member"
+    );
 }
 
 #[test]

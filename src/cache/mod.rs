@@ -242,6 +242,9 @@ pub struct Credentials {
     pub cookie: bool,
 }
 
+/// The longest freshness lifetime: 2^31 seconds, RFC 9111's "infinity" for delta-seconds.
+const MAX_LIFETIME: Duration = Duration::from_secs(1 << 31);
+
 /// The metadata to store a response under, or why it is not stored.
 pub fn cacheability(
     rc: &RouteCache,
@@ -264,7 +267,14 @@ pub fn cacheability(
         return Err(NotStored::VaryStar);
     }
     let cc = CacheControl::from_resp_headers(resp);
-    if let Some(c) = &cc {
+    // `Surrogate-Control`, when it speaks to this cache, takes precedence over
+    // `Cache-Control` (which is then for the caches downstream).
+    let sc = rfc::surrogate(resp);
+    if sc.no_store {
+        return Err(NotStored::NoStore);
+    }
+    let cc_applies = sc.max_age.is_none();
+    if let Some(c) = cc.as_ref().filter(|_| cc_applies) {
         if c.no_store() {
             return Err(NotStored::NoStore);
         }
@@ -279,17 +289,20 @@ pub fn cacheability(
     {
         return Err(NotStored::Authorization);
     }
-    if credentials.cookie && !explicit_freshness(cc.as_ref(), resp) {
+    if credentials.cookie && sc.max_age.is_none() && !explicit_freshness(cc.as_ref(), resp) {
         return Err(NotStored::Cookie);
     }
     // The lifetime (RFC 9111 §4.2.1) less the age the response arrived with (§4.2.3).
-    let lifetime = match cc.as_ref().and_then(|c| c.fresh_duration()) {
+    let lifetime = match sc
+        .max_age
+        .or_else(|| cc.as_ref().and_then(|c| c.fresh_duration()))
+    {
         Some(ttl) => ttl,
         None => rfc::expires_lifetime(resp, now).unwrap_or(rc.default_ttl),
     };
     let age = rfc::initial_age(resp, now);
     let fresh_until = match lifetime.checked_sub(age) {
-        Some(left) if !left.is_zero() => now + left,
+        Some(left) if !left.is_zero() => now.checked_add(left.min(MAX_LIFETIME)).unwrap_or(now),
         _ => now.checked_sub(Duration::from_secs(1)).unwrap_or(now),
     };
     let epoch = now.checked_sub(age).unwrap_or(now);

@@ -6,16 +6,21 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use std::time::{Duration, SystemTime};
 
 /// A response's age when it arrived (RFC 9111 §4.2.3): the larger of its `Age` and of
-/// the time since its `Date` (0 when `Date` is in the future or unreadable). A malformed
-/// `Age` is ignored; several `Age` fields take the first.
+/// the time since its `Date` (0 when `Date` is in the future or unreadable).
+///
+/// `Age` is delta-seconds; of a list, the first member counts (§5.1). An `Age` that is
+/// not one (`abc`, `-1`, `1.5`, `7200;x=y`), or that comes in several field lines, is
+/// invalid, and a response with an invalid `Age` is taken to be stale: `Duration::MAX`.
 pub fn initial_age(resp: &ResponseHeader, now: SystemTime) -> Duration {
-    let age = resp
-        .headers
-        .get(http::header::AGE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs)
-        .unwrap_or_default();
+    let mut lines = resp.headers.get_all(http::header::AGE).iter();
+    let age = match (lines.next(), lines.next()) {
+        (None, _) => Duration::ZERO,
+        (Some(line), None) => match line.to_str().ok().and_then(delta_seconds_list_head) {
+            Some(secs) => Duration::from_secs(secs),
+            None => return Duration::MAX,
+        },
+        (Some(_), Some(_)) => return Duration::MAX,
+    };
     let apparent = http_date(resp, http::header::DATE)
         .and_then(|date| now.duration_since(date).ok())
         .unwrap_or_default();
@@ -38,6 +43,72 @@ pub fn expires_lifetime(resp: &ResponseHeader, now: SystemTime) -> Option<Durati
     Some(expires.duration_since(date).unwrap_or_default())
 }
 
+/// The first member of a list of delta-seconds (`0,7200` is 0); `None` when it is not
+/// all digits. Too large a number saturates.
+fn delta_seconds_list_head(v: &str) -> Option<u64> {
+    let head = v.split(',').next()?.trim();
+    if head.is_empty() || !head.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(head.parse::<u64>().unwrap_or(u64::MAX))
+}
+
+/// What `Surrogate-Control` (the Edge Architecture's header for gateways and CDNs, which
+/// takes precedence over `Cache-Control` for them) tells this cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Surrogate {
+    /// The field is present with at least one directive for this cache.
+    pub present: bool,
+    pub no_store: bool,
+    pub max_age: Option<Duration>,
+}
+
+/// The device name fusegate announces upstream in `Surrogate-Capability`; a
+/// `Surrogate-Control` directive targeted at it (`max-age=60;fusegate`) is for it.
+pub const SURROGATE_DEVICE: &str = "fusegate";
+
+/// The `Surrogate-Capability` request field fusegate sends upstream from a route with a
+/// cache.
+pub const SURROGATE_CAPABILITY: &str = "fusegate=\"Surrogate/1.0\"";
+
+/// Reads `Surrogate-Control`: directives are case-insensitive, `max-age=N` with no space
+/// around `=`; a directive targeted at another device (`max-age=60;cdn`) is not for this
+/// cache and is ignored, as are unknown ones; one targeted at `fusegate` is.
+pub fn surrogate(resp: &ResponseHeader) -> Surrogate {
+    let mut out = Surrogate::default();
+    for line in resp.headers.get_all("surrogate-control").iter() {
+        let Ok(line) = line.to_str() else { continue };
+        for directive in line.split(',') {
+            let mut directive = directive.trim();
+            if let Some((d, target)) = directive.split_once(';') {
+                if !target.trim().eq_ignore_ascii_case(SURROGATE_DEVICE) {
+                    continue;
+                }
+                directive = d.trim_end();
+            }
+            if directive.is_empty() {
+                continue;
+            }
+            let (name, value) = match directive.split_once('=') {
+                Some((n, v)) => (n, Some(v)),
+                None => (directive, None),
+            };
+            match (name.to_ascii_lowercase().as_str(), value) {
+                ("no-store", None) => {
+                    out.present = true;
+                    out.no_store = true;
+                }
+                ("max-age", Some(v)) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => {
+                    out.present = true;
+                    out.max_age = Some(Duration::from_secs(v.parse().unwrap_or(u64::MAX)));
+                }
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
 fn parse_http_date(v: &str) -> Option<SystemTime> {
     httpdate::parse_http_date(v.trim()).ok()
 }
@@ -51,9 +122,11 @@ fn http_date(resp: &ResponseHeader, name: http::header::HeaderName) -> Option<Sy
 
 /// Fields a `304` never replaces in the stored response: they describe the stored body
 /// or the connection, not the resource (RFC 9111 §3.2).
-const KEPT_ON_UPDATE: [&str; 11] = [
+const KEPT_ON_UPDATE: [&str; 13] = [
     "content-length",
     "content-encoding",
+    "content-md5",
+    "etag",
     "content-range",
     "transfer-encoding",
     "connection",
@@ -67,7 +140,8 @@ const KEPT_ON_UPDATE: [&str; 11] = [
 
 /// The stored header updated with the fields of a `304` (RFC 9111 §3.2, §4.3.4): every
 /// field the `304` carries replaces the stored one, except those describing the stored
-/// body or the connection, and those the `304` names in its `Connection`.
+/// body or the connection (its `ETag` included: the 304 validated the stored one), and
+/// those the `304` names in its `Connection`.
 pub fn merge_not_modified(
     stored: &ResponseHeader,
     not_modified: &ResponseHeader,
@@ -220,9 +294,25 @@ mod tests {
             initial_age(&resp(&[("date", &future)]), at(now)),
             Duration::ZERO
         );
-        for bad in ["-5", "soon", "1.5", ""] {
-            assert_eq!(initial_age(&resp(&[("age", bad)]), at(now)), Duration::ZERO);
+        for bad in ["-5", "soon", "1.5", "", "7200;foo=bar"] {
+            assert_eq!(
+                initial_age(&resp(&[("age", bad)]), at(now)),
+                Duration::MAX,
+                "{bad}"
+            );
         }
+        assert_eq!(
+            initial_age(&resp(&[("age", "0,7200")]), at(now)),
+            Duration::ZERO
+        );
+        assert_eq!(
+            initial_age(&resp(&[("age", "7200, 0")]), at(now)),
+            Duration::from_secs(7200)
+        );
+        let twice = resp(&[("age", "0"), ("age", "0")]);
+        assert_eq!(initial_age(&twice, at(now)), Duration::MAX);
+        let huge = resp(&[("age", "99999999999999999999999")]);
+        assert_eq!(initial_age(&huge, at(now)), Duration::from_secs(u64::MAX));
     }
 
     #[test]
@@ -267,11 +357,38 @@ mod tests {
                 .map(String::from)
         };
         assert_eq!(get("content-type").as_deref(), Some("text/html"));
-        assert_eq!(get("etag").as_deref(), Some("\"b\""));
+        assert_eq!(get("etag").as_deref(), Some("\"a\""));
         assert_eq!(get("content-length").as_deref(), Some("10"));
         assert_eq!(get("x-old").as_deref(), Some("1"));
         assert_eq!(get("x-new").as_deref(), Some("2"));
         assert_eq!(get("x-hop"), None);
+    }
+
+    #[test]
+    fn surrogate_control_directives_for_this_cache() {
+        let s = surrogate(&resp(&[("surrogate-control", "foobar, MaX-aGe=3600")]));
+        assert_eq!(
+            (s.present, s.max_age),
+            (true, Some(Duration::from_secs(3600)))
+        );
+        let s = surrogate(&resp(&[("surrogate-control", "no-store")]));
+        assert!(s.present && s.no_store);
+        let mine = surrogate(&resp(&[("surrogate-control", "max-age=10;FuseGate")]));
+        assert_eq!(mine.max_age, Some(Duration::from_secs(10)));
+        for ignored in [
+            "max-age=3600;cdn",
+            "max-age =100",
+            "max-age= 100",
+            "max-age=1.5",
+        ] {
+            let s = surrogate(&resp(&[("surrogate-control", ignored)]));
+            assert_eq!(s, Surrogate::default(), "{ignored}");
+        }
+        let big = surrogate(&resp(&[(
+            "surrogate-control",
+            "max-age=99999999999999999999",
+        )]));
+        assert_eq!(big.max_age, Some(Duration::from_secs(u64::MAX)));
     }
 
     #[test]

@@ -62,7 +62,7 @@ pub fn key(route: &str, req: &RequestHeader) -> CacheKey {
 }
 
 pub fn cacheable(
-    _session: &Session,
+    session: &Session,
     rc: &RouteCache,
     ctx: &CacheCtx,
     resp: &ResponseHeader,
@@ -70,12 +70,12 @@ pub fn cacheable(
     // After a 304, pingora hands over the stored header with only its validators and
     // freshness fields replaced; RFC 9111 §3.2 has every field of the 304 replace.
     let merged;
-    let resp = match &ctx.not_modified {
-        Some(nm) => {
-            merged = cache::rfc::merge_not_modified(resp, nm);
+    let resp = match (&ctx.not_modified, session.cache.maybe_cache_meta()) {
+        (Some(nm), Some(stored)) => {
+            merged = cache::rfc::merge_not_modified(stored.response_header(), nm);
             &merged
         }
-        None => resp,
+        _ => resp,
     };
     match cache::cacheability(rc, &ctx.client, ctx.credentials, resp, SystemTime::now()) {
         Ok(meta) => RespCacheable::Cacheable(meta),
@@ -208,6 +208,8 @@ pub fn mark_response(
 ) -> pingora::Result<()> {
     let r = result(session, ctx);
     resp.insert_header("x-cache", r.header())?;
+    // `Surrogate-Control` was for this cache; it goes no further.
+    resp.remove_header("surrogate-control");
     if r == CacheResult::Stale {
         resp.append_header("warning", "110 - \"Response is Stale\"")?;
     }

@@ -460,6 +460,14 @@ impl ProxyHttp for Proxy {
         if let Some(id) = &ctx.request_id {
             upstream_request.insert_header("x-request-id", id.clone())?;
         }
+        if route.cache.is_some() && fallback.is_none() {
+            // Tells the upstream that a surrogate cache is in front, and its name for
+            // targeted `Surrogate-Control` directives.
+            upstream_request.append_header(
+                "surrogate-capability",
+                crate::cache::rfc::SURROGATE_CAPABILITY,
+            )?;
+        }
         Ok(())
     }
 
@@ -588,14 +596,21 @@ impl ProxyHttp for Proxy {
 
     fn should_serve_stale(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut RequestCtx,
         error: Option<&Error>,
     ) -> bool {
         let Some(route) = ctx.route.clone() else {
             return false;
         };
-        caching::should_serve_stale(&route, error, ctx.connect_failed, &mut ctx.cache)
+        let serve = caching::should_serve_stale(&route, error, ctx.connect_failed, &mut ctx.cache);
+        if serve && error.is_some() {
+            // pingora does not reuse the client connection after an upstream error, even
+            // when a stale entry answers: say so in the answer, or the client may send its
+            // next request on a connection about to close.
+            session.set_keepalive(None);
+        }
+        serve
     }
 
     fn fail_to_connect(
@@ -615,6 +630,10 @@ impl ProxyHttp for Proxy {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
+        // The client connection is not reused after a failed request (every answer below
+        // says `can_reuse_downstream: false`): the answer says `Connection: close`, so the
+        // client does not send another request on it.
+        session.set_keepalive(None);
         if let (Some(rejection), Some(route)) = (ctx.cache.deferred_rejection, &ctx.route) {
             // The breaker refused and no stale entry could be served after all: the
             // static fallback, or the 503 (a fallback upstream cannot be asked now).
