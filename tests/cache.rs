@@ -685,3 +685,56 @@ fn fields_named_in_connection_are_neither_stored_nor_forwarded() {
         assert_eq!(r.header("x-public"), Some("ok"));
     }
 }
+
+#[test]
+fn stale_while_revalidate_answers_at_once_and_revalidates_with_one_request() {
+    let up = Upstream::start("c");
+    up.set_headers(&[("Cache-Control", "max-age=1, stale-while-revalidate=60")]);
+    let gw = Gateway::start(&cached_route(&up, "", ""));
+    let n = |r: &common::Resp| r.json()["n"].as_u64();
+    let first = gw.get("/api/c/swr");
+    assert_eq!(
+        (first.header("x-cache"), n(&first)),
+        (Some("MISS"), Some(1))
+    );
+    wait_until("the entry to go stale", Duration::from_secs(10), || {
+        let only_cache = [("cache-control", "only-if-cached")];
+        request("GET", &gw.url("/api/c/swr"), &only_cache).header("x-cache") != Some("HIT")
+    });
+
+    // The upstream is slow now: the stale answers come before its answer does.
+    up.set_delay(Duration::from_millis(700));
+    let stale: Vec<common::Resp> = (0..4).map(|_| gw.get("/api/c/swr")).collect();
+    for r in &stale {
+        assert_eq!(
+            (r.status, r.header("x-cache")),
+            (200, Some("STALE")),
+            "{r:?}"
+        );
+        assert_eq!(n(r), Some(1), "the stored answer");
+    }
+    // One request revalidates it in the background; then the new answer is served.
+    wait_until("the revalidated entry", Duration::from_secs(10), || {
+        let r = gw.get("/api/c/swr");
+        r.header("x-cache") == Some("HIT") && n(&r) == Some(2)
+    });
+    assert_eq!(up.hits(), 2, "one upstream request for the revalidation");
+
+    // A client that wants a validated answer is not given the stale one.
+    wait_until(
+        "the entry to go stale again",
+        Duration::from_secs(10),
+        || {
+            let only_cache = [("cache-control", "only-if-cached")];
+            request("GET", &gw.url("/api/c/swr"), &only_cache).header("x-cache") != Some("HIT")
+        },
+    );
+    let hits = up.hits();
+    let validated = request(
+        "GET",
+        &gw.url("/api/c/swr"),
+        &[("cache-control", "no-cache")],
+    );
+    assert_ne!(validated.header("x-cache"), Some("STALE"));
+    assert_eq!(up.hits(), hits + 1);
+}

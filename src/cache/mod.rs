@@ -310,8 +310,22 @@ pub fn cacheability(
         .as_ref()
         .and_then(|c| c.serve_stale_if_error_duration())
         .unwrap_or(rc.stale_if_error);
+    // stale-while-revalidate (RFC 5861): served stale at once while one request
+    // revalidates in the background; `must-revalidate`, `proxy-revalidate` and
+    // `s-maxage` forbid it.
+    let stale_while_revalidate = cc
+        .as_ref()
+        .filter(|_| cc_applies)
+        .and_then(|c| c.serve_stale_while_revalidate_duration())
+        .unwrap_or_default();
     let secs = |d: Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
-    let mut meta = CacheMeta::new(fresh_until, now, 0, secs(stale_if_error), resp.clone());
+    let mut meta = CacheMeta::new(
+        fresh_until,
+        now,
+        secs(stale_while_revalidate),
+        secs(stale_if_error),
+        resp.clone(),
+    );
     // The served `Age` counts from the age the response arrived with.
     if !age.is_zero() {
         meta.set_epoch_override(epoch);

@@ -28,6 +28,9 @@ pub struct CacheCtx {
     credentials: cache::Credentials,
     /// A client bound was changed by `min_age` / `max_fresh` (`Warning: 199`).
     adjusted: bool,
+    /// The client asked for a validated answer (`no-cache`, `max-age` exceeded): never
+    /// a stale one while revalidating.
+    revalidate: bool,
     /// A stale entry was served because the upstream could not be asked or failed.
     stale_served: bool,
     /// The upstream failure a stale entry stood in for: still a breaker outcome.
@@ -98,6 +101,7 @@ pub fn hit_filter(
     let fresh_for = meta.fresh_until().duration_since(now).unwrap_or_default();
     let decision = cache::client_decision(&ctx.client, rc, age, fresh_for);
     ctx.adjusted = decision.adjusted;
+    ctx.revalidate = decision.revalidate;
     if decision.revalidate {
         return Some(ForcedFreshness::ForceExpired);
     }
@@ -126,7 +130,9 @@ pub fn circuit_open_error() -> Box<Error> {
 }
 
 /// pingora asks before serving a stale entry: on an upstream failure (recorded as the
-/// breaker outcome it is) or a breaker rejection. Never for stale-while-revalidate.
+/// breaker outcome it is), a breaker rejection, or, without an error, to serve it while
+/// one request revalidates it in the background (stale-while-revalidate, within the
+/// entry's window, which pingora checks) unless the client asked for a validated answer.
 pub fn should_serve_stale(
     route: &Route,
     error: Option<&Error>,
@@ -134,7 +140,7 @@ pub fn should_serve_stale(
     ctx: &mut CacheCtx,
 ) -> bool {
     let Some(e) = error else {
-        return false;
+        return !ctx.revalidate;
     };
     let serve = match e.etype() {
         ErrorType::Custom(CIRCUIT_OPEN) => true,
