@@ -33,7 +33,7 @@ cleanup() {
   sleep 0.2; rm -rf "$work"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. benches/lib.sh
 UP=$(free_port); FG=$(free_port); ADMIN=$(free_port)
 
 cat > "$work/nginx.conf" <<CONF

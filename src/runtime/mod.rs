@@ -264,6 +264,7 @@ pub fn resolve_settings(b: &BreakerConfig) -> breaker::Settings {
             set
         }
     };
+    let ms = |v: Option<crate::config::Dur>, default: u64| v.map_or(default, |t| t.as_millis_u64());
     breaker::Settings {
         error_threshold_percentage: b
             .error_threshold_percentage
@@ -273,25 +274,13 @@ pub fn resolve_settings(b: &BreakerConfig) -> breaker::Settings {
             bucket_ms: (window_ms / u64::from(buckets)).max(1),
             buckets,
         },
-        reset_timeout_ms: b
-            .reset_timeout
-            .map(|t| t.as_millis_u64())
-            .unwrap_or(d.reset_timeout_ms),
-        reset_timeout_max_ms: b
-            .reset_timeout_max
-            .map(|t| t.as_millis_u64())
-            .unwrap_or(d.reset_timeout_max_ms),
-        recovery_ms: b
-            .recovery_duration
-            .map(|t| t.as_millis_u64())
-            .unwrap_or(d.recovery_ms),
+        reset_timeout_ms: ms(b.reset_timeout, d.reset_timeout_ms),
+        reset_timeout_max_ms: ms(b.reset_timeout_max, d.reset_timeout_max_ms),
+        recovery_ms: ms(b.recovery_duration, d.recovery_ms),
         half_open_probes: b.half_open_probes.unwrap_or(d.half_open_probes),
         timeout: b.timeout.map(|t| t.0).unwrap_or(d.timeout),
         failure_statuses,
-        slow_call_ms: b
-            .slow_call_duration
-            .map(|t| t.as_millis_u64())
-            .unwrap_or(d.slow_call_ms),
+        slow_call_ms: ms(b.slow_call_duration, d.slow_call_ms),
         slow_call_rate_threshold: b
             .slow_call_rate_threshold
             .unwrap_or(d.slow_call_rate_threshold),
