@@ -501,12 +501,13 @@ impl ProxyHttp for Proxy {
         }
         ctx.header_ms = Some(ctx.upstream_ms());
         let probe = ctx.permit.as_ref().is_some_and(Permit::is_probe);
-        if let Some(rc) = ctx
+        let route_cache = ctx
             .route
             .as_ref()
-            .and_then(|r| r.cache.as_ref().map(|c| (r, c)))
-        {
-            let (route, cache) = rc;
+            .and_then(|r| Some((r, r.cache.as_ref()?)));
+        if let Some((route, cache)) = route_cache {
+            // A 304's fields update the stored header (response_cache_filter); an unsafe
+            // request that succeeded invalidates what is stored for its URI.
             let req = session.req_header();
             if status == http::StatusCode::NOT_MODIFIED && session.cache.enabled() {
                 ctx.cache.not_modified = Some(Box::new(upstream_response.clone()));
