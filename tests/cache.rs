@@ -254,6 +254,25 @@ fn vary_keeps_variants_apart() {
 }
 
 #[test]
+fn equivalent_values_of_a_varying_field_share_an_entry() {
+    let up = Upstream::start("c");
+    up.set_headers(&[("Cache-Control", "max-age=60"), ("Vary", "Accept-Language")]);
+    let gw = Gateway::start(&cached_route(&up, "", ""));
+    let get = |lang: &str| {
+        request("GET", &gw.url("/api/c/l"), &[("accept-language", lang)])
+            .header("x-cache")
+            .map(String::from)
+    };
+    assert_eq!(get("en, de").as_deref(), Some("MISS"));
+    // Whitespace and the case of language tags do not make another variant.
+    assert_eq!(get(" eN ,   De").as_deref(), Some("HIT"));
+    assert_eq!(get("en,de").as_deref(), Some("HIT"));
+    // Another order is another preference: another variant.
+    assert_eq!(get("de, en").as_deref(), Some("MISS"));
+    assert_eq!(up.hits(), 2);
+}
+
+#[test]
 fn conditional_requests_are_answered_304_from_the_cache() {
     let up = Upstream::start("c");
     up.set_headers(&[

@@ -353,7 +353,10 @@ pub fn vary_names(resp: &ResponseHeader) -> Vec<String> {
 }
 
 /// The variance of a request for an entry whose response varies: the values of the
-/// request headers its `Vary` names. `None` when it does not vary.
+/// request headers its `Vary` names, normalised as RFC 9110 lets a list be read (field
+/// lines combined, whitespace around members dropped; language, encoding and charset
+/// tokens lower-cased), so equivalent requests share an entry. `None` when it does not
+/// vary.
 pub fn variance(meta: &CacheMeta, req: &RequestHeader) -> Option<HashBinary> {
     let names = vary_names(meta.response_header());
     if names.is_empty() {
@@ -361,13 +364,8 @@ pub fn variance(meta: &CacheMeta, req: &RequestHeader) -> Option<HashBinary> {
     }
     let mut vb = VarianceBuilder::new();
     for name in names {
-        let value: Vec<u8> = req
-            .headers
-            .get_all(name.as_str())
-            .iter()
-            .map(|v| v.as_bytes())
-            .collect::<Vec<_>>()
-            .join(&b","[..]);
+        let lines = req.headers.get_all(name.as_str());
+        let value = rfc::normalised_list(&name, lines.iter().map(|v| v.as_bytes()));
         vb.add_owned_name_value(name, value);
     }
     vb.finalize()

@@ -190,6 +190,51 @@ pub fn strip_connection_listed(resp: &mut ResponseHeader) {
     }
 }
 
+/// Fields whose list members are case-insensitive tokens (RFC 9110 §12.5).
+const CASELESS_LISTS: [&str; 3] = ["accept-language", "accept-encoding", "accept-charset"];
+
+/// A request field's value as a list (RFC 9110 §5.3, §5.6.1): its field lines combined,
+/// members split on commas outside quoted strings and trimmed, empty members dropped,
+/// joined with `", "`; members of `CASELESS_LISTS` fields lower-cased. Member order is
+/// kept: it can carry a preference.
+pub fn normalised_list<'a>(name: &str, lines: impl Iterator<Item = &'a [u8]>) -> Vec<u8> {
+    let caseless = CASELESS_LISTS.contains(&name);
+    let mut out = Vec::new();
+    for line in lines {
+        let (mut quoted, mut escaped, mut start) = (false, false, 0);
+        for i in 0..=line.len() {
+            if let Some(&b) = line.get(i) {
+                if escaped {
+                    escaped = false;
+                    continue;
+                }
+                match b {
+                    b'\\' if quoted => escaped = true,
+                    b'"' => quoted = !quoted,
+                    _ => {}
+                }
+                if b != b',' || quoted {
+                    continue;
+                }
+            }
+            let member = line[start..i].trim_ascii();
+            start = i + 1;
+            if member.is_empty() {
+                continue;
+            }
+            if !out.is_empty() {
+                out.extend_from_slice(b", ");
+            }
+            if caseless {
+                out.extend(member.iter().map(u8::to_ascii_lowercase));
+            } else {
+                out.extend_from_slice(member);
+            }
+        }
+    }
+    out
+}
+
 /// Whether a request method is unsafe (or of unknown safety): its success invalidates
 /// stored responses (RFC 9111 §4.4).
 pub fn invalidates(method: &http::Method) -> bool {
@@ -362,6 +407,31 @@ mod tests {
         assert_eq!(get("x-old").as_deref(), Some("1"));
         assert_eq!(get("x-new").as_deref(), Some("2"));
         assert_eq!(get("x-hop"), None);
+    }
+
+    #[test]
+    fn list_fields_are_normalised_for_variance() {
+        let norm = |name: &str, lines: &[&str]| {
+            String::from_utf8(normalised_list(name, lines.iter().map(|l| l.as_bytes()))).unwrap()
+        };
+        assert_eq!(norm("foo", &["1, 2"]), "1, 2");
+        assert_eq!(norm("foo", &["1", "2"]), "1, 2");
+        assert_eq!(norm("foo", &["1,2"]), "1, 2");
+        assert_eq!(norm("foo", &[" 1 ,,  2 "]), "1, 2");
+        assert_eq!(norm("foo", &["A"]), "A", "case kept for unknown fields");
+        assert_eq!(norm("accept-language", &[" eN ,   De"]), "en, de");
+        assert_eq!(norm("accept-language", &["de, en"]), "de, en", "order kept");
+        assert_eq!(
+            norm("foo", &["\"a,b\", c"]),
+            "\"a,b\", c",
+            "no split inside quotes"
+        );
+        assert_eq!(
+            norm("foo", &["\"a\\\",b\",c"]),
+            "\"a\\\",b\", c",
+            "escaped quote"
+        );
+        assert_eq!(norm("foo", &[]), "");
     }
 
     #[test]
