@@ -20,9 +20,9 @@
 //! - `fail_to_connect` / `fail_to_proxy`: JSON 502/504, and 408/413 for a stalled or
 //!   oversized body;
 //! - a breaker rejection with no stale entry to stand in is answered by the route's
-//!   `fallback` when it has one: a static answer at once, or the request sent to the
-//!   fallback upstream (original path, no breaker, never cached) whose failure gets the
-//!   503 contract;
+//!   `fallback` when it has one ([`fallback`]): a static answer at once, or the request
+//!   sent to the fallback upstream (original path, no breaker, never cached) whose
+//!   failure gets the 503 contract;
 //! - `logging`: records the outcome not yet settled, or hands the permit back when
 //!   nothing the upstream did decided the request (the client went away first).
 //!
@@ -35,6 +35,7 @@
 
 mod caching;
 mod failure;
+mod fallback;
 mod front;
 mod request_id;
 mod respond;
@@ -46,12 +47,12 @@ pub use front::{
 };
 pub use request_id::RequestIds;
 
-use crate::breaker::{FailureKind, Outcome, Permit, Rejection};
+use crate::breaker::{FailureKind, Outcome, Permit};
 use crate::config::HostHeader;
 use crate::gateway::{Gateway, InflightGuard};
 use crate::metrics::{ClientError, RejectReason};
 use crate::router::{check_path, merge_slashes};
-use crate::runtime::{Fallback, Route};
+use crate::runtime::Route;
 use async_trait::async_trait;
 use http::{HeaderValue, Uri};
 use pingora::cache::key::HashBinary;
@@ -114,7 +115,7 @@ pub struct RequestCtx {
     connect_failed: bool,
     /// The breaker turned this request away and it goes to the route's fallback upstream
     /// instead: the rejection it stands in for.
-    fallback: Option<Rejection>,
+    fallback: Option<crate::breaker::Rejection>,
     /// Request body bytes read so far, and the most allowed (`server.max_body_bytes`).
     body_read: u64,
     max_body: u64,
@@ -329,7 +330,7 @@ impl ProxyHttp for Proxy {
                     ctx.cache.deferred_rejection = Some(rejection);
                     return Ok(true);
                 }
-                self.refuse(session, ctx, &route, rejection).await
+                fallback::refuse(session, ctx, &route, rejection).await
             }
         }
     }
@@ -343,12 +344,7 @@ impl ProxyHttp for Proxy {
             return Err(caching::circuit_open_error());
         }
         if ctx.fallback.is_some() {
-            let Some(Fallback::Upstream(u)) = ctx.route.as_ref().and_then(|r| r.fallback.as_ref())
-            else {
-                return Err(Error::explain(InternalError, "no fallback upstream"));
-            };
-            ctx.upstream_started = Some(Instant::now());
-            return Ok(u.peer());
+            return fallback::peer(ctx);
         }
         let upstream = ctx
             .route
@@ -387,10 +383,7 @@ impl ProxyHttp for Proxy {
         let Some(route) = ctx.route.as_ref() else {
             return Ok(());
         };
-        let fallback = match (&ctx.fallback, &route.fallback) {
-            (Some(_), Some(Fallback::Upstream(u))) => Some(u),
-            _ => None,
-        };
+        let fallback = fallback::upstream(ctx, route);
         // A fallback upstream gets the original path.
         if route.strip_prefix && fallback.is_none() {
             let path = route.upstream_path(upstream_request.uri.path());
@@ -405,7 +398,7 @@ impl ProxyHttp for Proxy {
         }
         if route.host_header == HostHeader::Upstream {
             let chosen = ctx.upstream.and_then(|i| route.upstreams.list().get(i));
-            if let Some(u) = fallback.map(|b| b.as_ref()).or(chosen) {
+            if let Some(u) = fallback.or(chosen) {
                 upstream_request.insert_header("host", u.authority.as_str())?;
             }
         }
@@ -488,16 +481,8 @@ impl ProxyHttp for Proxy {
         // Fields the upstream names in `Connection` are hop-by-hop: neither stored nor
         // forwarded.
         crate::cache::rfc::strip_connection_listed(upstream_response);
-        if let (Some(rejection), Some(route)) = (ctx.fallback, &ctx.route) {
-            // A fallback upstream that fails (a status in failure_statuses) gets the
-            // 503 contract, from fail_to_proxy; its answer is never a breaker outcome.
-            if route.settings.failure_statuses.contains(status.as_u16()) {
-                return Err(failure::fallback_failed(status.as_u16()));
-            }
-            let state = rejection.state.as_str();
-            upstream_response.insert_header("x-fusegate-fallback", "upstream")?;
-            upstream_response.insert_header("x-fusegate-breaker", state)?;
-            return Ok(());
+        if ctx.fallback.is_some() {
+            return fallback::mark_response(ctx, upstream_response);
         }
         ctx.header_ms = Some(ctx.upstream_ms());
         let probe = ctx.permit.as_ref().is_some_and(Permit::is_probe);
@@ -635,40 +620,8 @@ impl ProxyHttp for Proxy {
         // says `can_reuse_downstream: false`): the answer says `Connection: close`, so the
         // client does not send another request on it.
         session.set_keepalive(None);
-        if let (Some(rejection), Some(route)) = (ctx.cache.deferred_rejection, &ctx.route) {
-            // The breaker refused and no stale entry could be served after all: the
-            // static fallback, or the 503 (a fallback upstream cannot be asked now).
-            if final_response(session).is_none() {
-                let id = ctx.request_id.as_ref();
-                let sent = match &route.fallback {
-                    Some(f @ Fallback::Static { .. }) => {
-                        route.metrics.fallback(f.kind());
-                        respond::fallback(session, f, rejection.state, id).await
-                    }
-                    _ => respond::rejection(session, &route.name, rejection, id).await,
-                };
-                if let Err(err) = sent {
-                    log::debug!("could not send the rejection: {err}");
-                }
-            }
-            return FailToProxy {
-                error_code: 503,
-                can_reuse_downstream: false,
-            };
-        }
-        if let (Some(rejection), Some(route)) = (ctx.fallback, &ctx.route) {
-            // The fallback upstream failed: the client gets the rejection it stood in for.
-            log::debug!("fallback upstream of route {} failed: {e}", route.name);
-            if final_response(session).is_none() {
-                let id = ctx.request_id.as_ref();
-                if let Err(err) = respond::rejection(session, &route.name, rejection, id).await {
-                    log::debug!("could not send the rejection: {err}");
-                }
-            }
-            return FailToProxy {
-                error_code: 503,
-                can_reuse_downstream: false,
-            };
+        if let Some(answered) = fallback::fail_to_proxy(session, e, ctx).await {
+            return answered;
         }
         let failure = ctx.classify(e);
         if let ProxyFailure::Downstream(fault) = failure {
@@ -758,38 +711,6 @@ fn status_failure(route: &Route, status: u16) -> Option<FailureKind> {
 }
 
 impl Proxy {
-    /// Answers a request the breaker turned away (no stale entry stands in): the route's
-    /// fallback, or the 503 contract. `Ok(true)` sends it on to the fallback upstream.
-    async fn refuse(
-        &self,
-        session: &mut Session,
-        ctx: &mut RequestCtx,
-        route: &Route,
-        rejection: Rejection,
-    ) -> Result<bool> {
-        let id = ctx.request_id.as_ref();
-        match &route.fallback {
-            None => {
-                respond::rejection(session, &route.name, rejection, id).await?;
-                Ok(false)
-            }
-            Some(f @ Fallback::Static { .. }) => {
-                route.metrics.fallback(f.kind());
-                respond::fallback(session, f, rejection.state, id).await?;
-                Ok(false)
-            }
-            Some(f @ Fallback::Upstream(_)) => {
-                route.metrics.fallback(f.kind());
-                if session.cache.enabled() {
-                    // The fallback's answer is not the route's: never cached under it.
-                    session.cache.disable(NoCacheReason::Custom("fallback"));
-                }
-                ctx.fallback = Some(rejection);
-                Ok(true)
-            }
-        }
-    }
-
     /// Records the request's outcome on its route's breaker, once: the permit is spent.
     fn settle(&self, route: &Route, ctx: &mut RequestCtx, failure: Option<FailureKind>) {
         let Some(permit) = ctx.permit.take() else {
