@@ -20,7 +20,7 @@
 //! - `fail_to_connect` / `fail_to_proxy`: JSON 502/504, and 408/413 for a stalled or
 //!   oversized body;
 //! - a breaker rejection with no stale entry to stand in is answered by the route's
-//!   `fallback` when it has one ([`fallback`]): a static answer at once, or the request
+//!   `fallback` when it has one (`proxy/fallback.rs`): a static answer at once, or the request
 //!   sent to the fallback upstream (original path, no breaker, never cached) whose
 //!   failure gets the 503 contract;
 //! - `logging`: records the outcome not yet settled, or hands the permit back when
