@@ -1,5 +1,6 @@
-//! Any sequence of breaker operations at any times: no panic, a rejection always says a
-//! non-closed state and a Retry-After of at least 1 s, window counts stay consistent.
+//! Any sequence of breaker operations at any times, with or without a recovery ramp and
+//! back-off: no panic, a rejection always says a non-closed state and a Retry-After of
+//! at least 1 s, window counts stay consistent, a recovering share stays within 10-100 %.
 #![no_main]
 
 use fusegate::breaker::{Breaker, FailureKind, Mode, Outcome, Settings, State, WindowShape};
@@ -14,6 +15,8 @@ fuzz_target!(|data: &[u8]| {
         error_threshold_percentage: u32::from(data[1] % 100) + 1,
         half_open_probes: u32::from(data[2] % 4) + 1,
         reset_timeout_ms: u64::from(data[3]) * 37,
+        reset_timeout_max_ms: u64::from(data[0] >> 4) * 400,
+        recovery_ms: u64::from(data[1] >> 4) * 150,
         slow_call_ms: u64::from(data[0] % 3) * 50,
         mode: if data[1] % 5 == 0 {
             Mode::Observe
@@ -76,9 +79,14 @@ fuzz_target!(|data: &[u8]| {
                 let _ = b.flip(now);
             }
             _ => {
+                let _ = b.advance(&s, now);
                 let snap = b.snapshot(&s, now);
                 assert!(snap.window.failures <= snap.window.total);
                 assert!(snap.window.slow <= snap.window.total);
+                if let Some(p) = snap.admit_permille {
+                    assert!((100..=1000).contains(&p));
+                }
+                assert!(snap.open_ms >= s.reset_timeout_ms);
             }
         }
     }
