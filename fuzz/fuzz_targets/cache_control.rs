@@ -74,8 +74,8 @@ fuzz_target!(|data: &[u8]| {
     let _ = rfc::expires_lifetime(&resp, now);
     let merged = rfc::merge_not_modified(&resp, &resp);
     let _ = cacheability(rc, &client, Credentials::default(), &merged, now);
-    let mut post = RequestHeader::build("POST", b"/x/y", None).expect("request");
-    let _ = post.insert_header("host", get(4));
-    let _ = rfc::invalidated_paths(&post, &resp);
+    let post = RequestHeader::build("POST", b"/x/y", None).expect("request");
+    let host = String::from_utf8_lossy(get(4));
+    let _ = rfc::invalidated_paths(&post, &host, &resp);
     rfc::strip_connection_listed(&mut resp);
 });

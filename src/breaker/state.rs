@@ -67,11 +67,6 @@ impl State {
             State::Recovering => "recovering",
         }
     }
-
-    /// Whether requests are recorded in the window (closed or recovering).
-    pub fn is_closed_like(self) -> bool {
-        matches!(self, State::Closed | State::Recovering)
-    }
 }
 
 /// Why a request failed, as far as the breaker is concerned.
@@ -247,6 +242,11 @@ impl Word {
     /// The moment an open breaker becomes half-open.
     fn reopen_at(self, s: &Settings) -> u64 {
         self.since_ms.saturating_add(open_ms(s, self.level))
+    }
+
+    /// Whether a recovery begun at `since_ms` has run its course by `now_ms`.
+    fn recovered(self, s: &Settings, now_ms: u64) -> bool {
+        self.since_ms.saturating_add(s.recovery_ms) <= now_ms
     }
 }
 
@@ -589,7 +589,7 @@ impl Breaker {
     pub fn snapshot(&self, s: &Settings, now_ms: u64) -> Snapshot {
         let w = Word::unpack(self.core.word.load(Acquire));
         let reopen_at = w.reopen_at(s);
-        let recovered = w.since_ms.saturating_add(s.recovery_ms) <= now_ms;
+        let recovered = w.recovered(s, now_ms);
         let (state, retry_after_secs) = match w.state {
             State::Open if now_ms >= reopen_at => (State::HalfOpen, Some(1)),
             State::Open => (State::Open, Some(ceil_secs(reopen_at - now_ms))),
@@ -664,7 +664,7 @@ impl Breaker {
     /// while recovering are still recorded.
     fn finish_recovery(&self, raw: u64, s: &Settings, now_ms: u64) -> Option<Transition> {
         let w = Word::unpack(raw);
-        if w.state != State::Recovering || w.since_ms.saturating_add(s.recovery_ms) > now_ms {
+        if w.state != State::Recovering || !w.recovered(s, now_ms) {
             return None;
         }
         let closed = Word {

@@ -422,8 +422,9 @@ pub fn invalidate(
     resp: &ResponseHeader,
 ) -> usize {
     let host = request_host(req);
+    let host_str = std::str::from_utf8(host).unwrap_or("");
     let mut removed = 0;
-    for path in rfc::invalidated_paths(req, resp) {
+    for path in rfc::invalidated_paths(req, host_str, resp) {
         for method in ["GET", "HEAD"] {
             let key = CacheKey::new(key_parts(route, method, host, &path), route.to_string());
             removed += usize::from(rc.storage.invalidate(&key));

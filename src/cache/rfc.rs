@@ -69,7 +69,8 @@ pub const SURROGATE_DEVICE: &str = "fusegate";
 
 /// The `Surrogate-Capability` request field fusegate sends upstream from a route with a
 /// cache.
-pub const SURROGATE_CAPABILITY: &str = "fusegate=\"Surrogate/1.0\"";
+pub const SURROGATE_CAPABILITY: http::HeaderValue =
+    http::HeaderValue::from_static("fusegate=\"Surrogate/1.0\"");
 
 /// Reads `Surrogate-Control`: directives are case-insensitive, `max-age=N` with no space
 /// around `=`; a directive targeted at another device (`max-age=60;cdn`) is not for this
@@ -244,16 +245,11 @@ pub fn invalidates(method: &http::Method) -> bool {
     )
 }
 
-/// The paths (with query) an unsafe request that succeeded invalidates: its target, and
-/// the `Location` and `Content-Location` of the response when they are on the same host.
-pub fn invalidated_paths(req: &RequestHeader, resp: &ResponseHeader) -> Vec<String> {
+/// The paths (with query) an unsafe request to `host` that succeeded invalidates: its
+/// target, and the `Location` and `Content-Location` of the response when they are on
+/// the same host.
+pub fn invalidated_paths(req: &RequestHeader, host: &str, resp: &ResponseHeader) -> Vec<String> {
     let target = req.uri.path_and_query().map_or("/", |p| p.as_str());
-    let host = req
-        .headers
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri.authority().map(|a| a.as_str()))
-        .unwrap_or("");
     let mut out = vec![target.to_string()];
     for name in [http::header::LOCATION, http::header::CONTENT_LOCATION] {
         let Some(value) = resp.headers.get(name).and_then(|v| v.to_str().ok()) else {
@@ -479,18 +475,20 @@ mod tests {
 
     #[test]
     fn an_unsafe_request_invalidates_its_target_and_same_host_locations() {
-        let mut req = RequestHeader::build("POST", b"/api/items/1?x=1", None).unwrap();
-        req.insert_header("host", "gw.example").unwrap();
+        let req = RequestHeader::build("POST", b"/api/items/1?x=1", None).unwrap();
         let r = resp(&[
             ("location", "http://gw.example/api/items/2"),
             ("content-location", "3"),
         ]);
         assert_eq!(
-            invalidated_paths(&req, &r),
+            invalidated_paths(&req, "gw.example", &r),
             ["/api/items/1?x=1", "/api/items/2", "/api/items/3"]
         );
         let other = resp(&[("location", "http://elsewhere/api/items/2")]);
-        assert_eq!(invalidated_paths(&req, &other), ["/api/items/1?x=1"]);
+        assert_eq!(
+            invalidated_paths(&req, "gw.example", &other),
+            ["/api/items/1?x=1"]
+        );
         assert!(invalidates(&http::Method::POST));
         assert!(invalidates(&http::Method::from_bytes(b"M-SEARCH").unwrap()));
         assert!(!invalidates(&http::Method::GET) && !invalidates(&http::Method::OPTIONS));

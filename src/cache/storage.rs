@@ -88,8 +88,13 @@ impl BoundedStorage {
     /// unreachable: pingora finds variants through the primary entry). Returns whether
     /// there was one.
     pub fn invalidate(&self, key: &CacheKey) -> bool {
+        self.remove(&key.primary_bin())
+    }
+
+    /// Drops one entry; returns whether there was one.
+    fn remove(&self, key: &HashBinary) -> bool {
         let mut inner = self.lock();
-        match inner.lru.pop(&key.primary_bin()) {
+        match inner.lru.pop(key) {
             Some(e) => {
                 inner.used -= e.weight;
                 true
@@ -207,15 +212,11 @@ impl Storage for BoundedStorage {
         _purge_type: PurgeType,
         _trace: &SpanHandle,
     ) -> Result<PurgeOutcome> {
-        let key = target.key().combined_bin();
-        let mut inner = self.lock();
-        match inner.lru.pop(&key) {
-            Some(e) => {
-                inner.used -= e.weight;
-                Ok(PurgeOutcome::Purged(None))
-            }
-            None => Ok(PurgeOutcome::NotFound),
-        }
+        Ok(if self.remove(&target.key().combined_bin()) {
+            PurgeOutcome::Purged(None)
+        } else {
+            PurgeOutcome::NotFound
+        })
     }
 
     async fn update_meta(

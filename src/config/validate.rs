@@ -92,30 +92,21 @@ pub fn validate(c: &Config) -> Vec<ConfigProblem> {
         &c.defaults.breaker,
         &mut p,
     );
-    for (name, r) in &c.routes {
-        if r.breaker.rolling_window.is_some() || r.breaker.rolling_buckets.is_some() {
-            check_window(
-                &format!("routes.{name}.breaker"),
-                &r.breaker,
-                &c.defaults.breaker,
-                &mut p,
-            );
-        }
-    }
     check_backoff(
         "defaults.breaker",
         &c.defaults.breaker,
         &c.defaults.breaker,
         &mut p,
     );
+    // A route's rule over merged keys is checked where the route sets one of them.
     for (name, r) in &c.routes {
-        if r.breaker.reset_timeout.is_some() || r.breaker.reset_timeout_max.is_some() {
-            check_backoff(
-                &format!("routes.{name}.breaker"),
-                &r.breaker,
-                &c.defaults.breaker,
-                &mut p,
-            );
+        let base = format!("routes.{name}.breaker");
+        let b = &r.breaker;
+        if b.rolling_window.is_some() || b.rolling_buckets.is_some() {
+            check_window(&base, b, &c.defaults.breaker, &mut p);
+        }
+        if b.reset_timeout.is_some() || b.reset_timeout_max.is_some() {
+            check_backoff(&base, b, &c.defaults.breaker, &mut p);
         }
     }
 

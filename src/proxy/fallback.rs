@@ -5,6 +5,7 @@
 
 use super::{failure, final_response, respond, RequestCtx};
 use crate::breaker::Rejection;
+use crate::metrics::FallbackKind;
 use crate::runtime::{Fallback, Route, Upstream};
 use pingora::cache::NoCacheReason;
 use pingora::http::ResponseHeader;
@@ -21,26 +22,21 @@ pub(super) async fn refuse(
     rejection: Rejection,
 ) -> Result<bool> {
     let id = ctx.request_id.as_ref();
-    match &route.fallback {
-        None => {
-            respond::rejection(session, &route.name, rejection, id).await?;
-            Ok(false)
-        }
-        Some(f @ Fallback::Static { .. }) => {
-            route.metrics.fallback(f.kind());
-            respond::fallback(session, f, rejection.state, id).await?;
-            Ok(false)
-        }
-        Some(f @ Fallback::Upstream(_)) => {
-            route.metrics.fallback(f.kind());
-            if session.cache.enabled() {
-                // The fallback's answer is not the route's: never cached under it.
-                session.cache.disable(NoCacheReason::Custom("fallback"));
-            }
-            ctx.fallback = Some(rejection);
-            Ok(true)
-        }
+    let Some(f) = &route.fallback else {
+        respond::rejection(session, &route.name, rejection, id).await?;
+        return Ok(false);
+    };
+    route.metrics.fallback(f.kind());
+    if let Some(answer) = f.as_static() {
+        respond::static_fallback(session, answer, rejection.state, id).await?;
+        return Ok(false);
     }
+    if session.cache.enabled() {
+        // The fallback's answer is not the route's: never cached under it.
+        session.cache.disable(NoCacheReason::Custom("fallback"));
+    }
+    ctx.fallback = Some(rejection);
+    Ok(true)
 }
 
 /// The fallback upstream this request goes to, if it goes to one.
@@ -90,10 +86,7 @@ pub(super) async fn fail_to_proxy(
     let (rejection, static_fallback) = match (ctx.cache.deferred_rejection, ctx.fallback) {
         (Some(rejection), _) => (
             rejection,
-            route
-                .fallback
-                .as_ref()
-                .filter(|f| matches!(f, Fallback::Static { .. })),
+            route.fallback.as_ref().and_then(|f| f.as_static()),
         ),
         (None, Some(rejection)) => {
             log::debug!("fallback upstream of route {} failed: {e}", route.name);
@@ -104,9 +97,9 @@ pub(super) async fn fail_to_proxy(
     if final_response(session).is_none() {
         let id = ctx.request_id.as_ref();
         let sent = match static_fallback {
-            Some(f) => {
-                route.metrics.fallback(f.kind());
-                respond::fallback(session, f, rejection.state, id).await
+            Some(answer) => {
+                route.metrics.fallback(FallbackKind::Static);
+                respond::static_fallback(session, answer, rejection.state, id).await
             }
             None => respond::rejection(session, &route.name, rejection, id).await,
         };

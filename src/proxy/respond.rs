@@ -14,23 +14,47 @@ pub async fn json(
     request_id: Option<&HeaderValue>,
     extra: &[(&'static str, String)],
 ) -> Result<()> {
-    let mut h = ResponseHeader::build(status, Some(4 + extra.len()))?;
-    h.insert_header("content-type", "application/json")?;
-    h.insert_header("content-length", body.len().to_string())?;
+    let content_type = HeaderValue::from_static("application/json");
+    let extra = extra.iter().map(|(name, value)| (*name, value.as_str()));
+    send(
+        session,
+        status,
+        content_type,
+        Bytes::from(body),
+        request_id,
+        extra,
+    )
+    .await
+}
+
+/// Writes a complete response: `Content-Type`, `Content-Length` (none for a status that
+/// has no body), `X-Request-Id` and `extra`; no body to a `HEAD`.
+async fn send<'a>(
+    session: &mut Session,
+    status: u16,
+    content_type: HeaderValue,
+    body: Bytes,
+    request_id: Option<&HeaderValue>,
+    extra: impl ExactSizeIterator<Item = (&'static str, &'a str)>,
+) -> Result<()> {
+    let mut h = ResponseHeader::build(status, Some(3 + extra.len()))?;
+    let bodiless = matches!(status, 100..=199 | 204 | 304);
+    h.insert_header("content-type", content_type)?;
+    if !bodiless {
+        h.insert_header("content-length", body.len().to_string())?;
+    }
     if let Some(id) = request_id {
         h.insert_header("x-request-id", id.clone())?;
     }
     for (name, value) in extra {
-        h.insert_header(*name, value.as_str())?;
+        h.insert_header(name, value)?;
     }
-    let head_only = session.req_header().method == http::Method::HEAD;
+    let head_only = bodiless || session.req_header().method == http::Method::HEAD;
     session
         .write_response_header(Box::new(h), head_only)
         .await?;
     if !head_only {
-        session
-            .write_response_body(Some(Bytes::from(body)), true)
-            .await?;
+        session.write_response_body(Some(body), true).await?;
     }
     Ok(())
 }
@@ -73,39 +97,24 @@ pub async fn rejection(
 
 /// A route's static fallback, in place of the breaker's 503: `X-Fusegate-Fallback:
 /// static` and the breaker state that turned the request away.
-pub async fn fallback(
+pub async fn static_fallback(
     session: &mut Session,
-    fallback: &crate::runtime::Fallback,
+    (status, content_type, body): (u16, &HeaderValue, &Bytes),
     state: crate::breaker::State,
     request_id: Option<&HeaderValue>,
 ) -> Result<()> {
-    let crate::runtime::Fallback::Static {
+    let extra = [
+        ("x-fusegate-fallback", "static"),
+        ("x-fusegate-breaker", state.as_str()),
+    ];
+    let content_type = content_type.clone();
+    send(
+        session,
         status,
         content_type,
-        body,
-    } = fallback
-    else {
-        return Err(Error::explain(InternalError, "not a static fallback"));
-    };
-    let mut h = ResponseHeader::build(*status, Some(5))?;
-    let bodiless = matches!(status, 100..=199 | 204 | 304);
-    h.insert_header("content-type", content_type.clone())?;
-    if !bodiless {
-        h.insert_header("content-length", body.len().to_string())?;
-    }
-    if let Some(id) = request_id {
-        h.insert_header("x-request-id", id.clone())?;
-    }
-    h.insert_header("x-fusegate-fallback", "static")?;
-    h.insert_header("x-fusegate-breaker", state.as_str())?;
-    let head_only = bodiless || session.req_header().method == http::Method::HEAD;
-    session
-        .write_response_header(Box::new(h), head_only)
-        .await?;
-    if !head_only {
-        session
-            .write_response_body(Some(body.clone()), true)
-            .await?;
-    }
-    Ok(())
+        body.clone(),
+        request_id,
+        extra.into_iter(),
+    )
+    .await
 }

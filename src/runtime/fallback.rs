@@ -44,6 +44,18 @@ impl Fallback {
         })
     }
 
+    /// The static answer (status, content type, body), if this fallback is one.
+    pub fn as_static(&self) -> Option<(u16, &HeaderValue, &Bytes)> {
+        match self {
+            Fallback::Static {
+                status,
+                content_type,
+                body,
+            } => Some((*status, content_type, body)),
+            Fallback::Upstream(_) => None,
+        }
+    }
+
     pub fn kind(&self) -> FallbackKind {
         match self {
             Fallback::Static { .. } => FallbackKind::Static,
