@@ -6,7 +6,7 @@ mod common;
 use common::{request, wait_until, Gateway, Upstream};
 use std::sync::{Arc, Barrier};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 fn cached_route(up: &Upstream, cache: &str, breaker: &str) -> String {
     format!(
@@ -671,19 +671,35 @@ fn an_error_answer_says_the_connection_closes() {
 fn an_invalid_age_makes_a_response_stale() {
     let up = Upstream::start("c");
     let gw = Gateway::start(&cached_route(&up, "", ""));
-    for (i, age) in ["abc", "-10", "7200;x=1"].iter().enumerate() {
+    // A list is invalid too: `Age` is a singleton, and a list means it was duplicated.
+    let invalid = ["abc", "-10", "7200;x=1", "0, 0", "0,7200", "3600, 3600"];
+    for (i, age) in invalid.iter().enumerate() {
         up.set_headers(&[("Cache-Control", "max-age=3600"), ("Age", age)]);
         let path = format!("/api/c/age{i}");
         gw.get(&path);
         assert_ne!(gw.get(&path).header("x-cache"), Some("HIT"), "Age: {age}");
     }
-    up.set_headers(&[("Cache-Control", "max-age=3600"), ("Age", "0,7200")]);
-    gw.get("/api/c/list");
-    assert_eq!(
-        gw.get("/api/c/list").header("x-cache"),
-        Some("HIT"),
-        "first member"
-    );
+    assert_eq!(up.hits(), 2 * invalid.len() as u64);
+    up.set_headers(&[("Cache-Control", "max-age=3600"), ("Age", "10")]);
+    gw.get("/api/c/valid");
+    assert_eq!(gw.get("/api/c/valid").header("x-cache"), Some("HIT"));
+}
+
+#[test]
+fn last_modified_alone_gives_a_heuristic_lifetime() {
+    let up = Upstream::start("c");
+    let day_old = httpdate::fmt_http_date(SystemTime::now() - Duration::from_secs(86_400));
+    up.set_headers(&[("Last-Modified", day_old.as_str())]);
+    let gw = Gateway::start(&cached_route(&up, "", ""));
+    assert_eq!(gw.get("/api/c/lm").header("x-cache"), Some("MISS"));
+    let hit = gw.get("/api/c/lm");
+    assert_eq!(hit.header("x-cache"), Some("HIT"));
+    assert_eq!(up.hits(), 1);
+    // Neither freshness nor Last-Modified (and no default_ttl): every request goes up.
+    up.set_headers(&[]);
+    gw.get("/api/c/none");
+    assert_ne!(gw.get("/api/c/none").header("x-cache"), Some("HIT"));
+    assert_eq!(up.hits(), 3);
 }
 
 #[test]

@@ -1,7 +1,8 @@
-//! Any Cache-Control (request and response), Expires, Vary, Age, Date, Connection and
-//! Location values through the cache policy: client directives, client bounds, storage
-//! decisions (age at arrival, Expires - Date), variance, the update of a 304, the fields
-//! named in Connection, and the URIs an unsafe request invalidates.
+//! Any Cache-Control (request and response), Expires, Vary, Age, Date, Last-Modified,
+//! Connection and Location values through the cache policy: client directives, client
+//! bounds, storage decisions (age at arrival, Expires - Date, the heuristic lifetime),
+//! variance, the update of a 304, the fields named in Connection, and the URIs an unsafe
+//! request invalidates.
 #![no_main]
 
 use fusegate::cache::{
@@ -60,10 +61,11 @@ fuzz_target!(|data: &[u8]| {
     {
         return;
     }
-    // Age, Date, Connection and Location are optional: a value the header map refuses
-    // is simply left out.
+    // Age, Date, Last-Modified, Connection and Location are optional: a value the header
+    // map refuses is simply left out.
     let _ = resp.insert_header("age", get(4));
     let _ = resp.insert_header("date", get(5));
+    let _ = resp.insert_header("last-modified", get(2));
     let _ = resp.insert_header("connection", get(3));
     let _ = resp.insert_header("location", get(5));
     let now = SystemTime::now();
@@ -72,6 +74,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = rfc::initial_age(&resp, now);
     let _ = rfc::expires_lifetime(&resp, now);
+    let _ = rfc::heuristic_lifetime(&resp, now);
     let merged = rfc::merge_not_modified(&resp, &resp);
     let _ = cacheability(rc, &client, Credentials::default(), &merged, now);
     let post = RequestHeader::build("POST", b"/x/y", None).expect("request");

@@ -4,7 +4,8 @@
 //! make one upstream request), conditional requests (304 from cache), `Age`, revalidation
 //! and stale-if-error when the upstream fails. This module adds what is fusegate's:
 //! - which responses are stored and for how long ([`cacheability`]): RFC 9111 shared-cache
-//!   rules, plus the route's `default_ttl` and `stale_if_error`;
+//!   rules (with the heuristic lifetime from `Last-Modified`), plus the route's
+//!   `default_ttl` and `stale_if_error`;
 //! - the client's `Cache-Control` with Patron's bounds ([`ClientDirectives`],
 //!   [`client_decision`]): `max-age` raised to `min_age`, `min-fresh` capped at
 //!   `max_fresh`, `no-cache`, `only-if-cached`;
@@ -298,7 +299,12 @@ pub fn cacheability(
         .or_else(|| cc.as_ref().and_then(|c| c.fresh_duration()))
     {
         Some(ttl) => ttl,
-        None => rfc::expires_lifetime(resp, now).unwrap_or(rc.default_ttl),
+        // Without one: the route's `default_ttl` when set, else the RFC heuristic from
+        // `Last-Modified`, else nothing (stored only to be revalidated).
+        None => rfc::expires_lifetime(resp, now)
+            .or_else(|| Some(rc.default_ttl).filter(|d| !d.is_zero()))
+            .or_else(|| rfc::heuristic_lifetime(resp, now))
+            .unwrap_or_default(),
     };
     let age = rfc::initial_age(resp, now);
     let fresh_until = match lifetime.checked_sub(age) {
@@ -635,5 +641,23 @@ mod tests {
         )
         .unwrap();
         assert!(!m.is_fresh(now + secs(3)));
+        // default_ttl, when set, is the operator's word and wins over the heuristic.
+        let day_old = httpdate::fmt_http_date(now - secs(86_400));
+        let lm = resp(200, &[("last-modified", day_old.as_str())]);
+        let m = cacheability(&rc, &d, Credentials::default(), &lm, now).unwrap();
+        assert!(m.is_fresh(now + secs(29)) && !m.is_fresh(now + secs(31)));
+    }
+
+    #[test]
+    fn without_freshness_or_default_ttl_last_modified_gives_a_heuristic_lifetime() {
+        let rc = rc(0, 0);
+        let now = SystemTime::now();
+        let d = ClientDirectives::default();
+        let day_old = httpdate::fmt_http_date(now - secs(86_400));
+        let lm = resp(200, &[("last-modified", day_old.as_str())]);
+        let m = cacheability(&rc, &d, Credentials::default(), &lm, now).unwrap();
+        assert!(m.is_fresh(now + secs(8_000)) && !m.is_fresh(now + secs(8_700)));
+        let m = cacheability(&rc, &d, Credentials::default(), &resp(200, &[]), now).unwrap();
+        assert!(!m.is_fresh(now));
     }
 }

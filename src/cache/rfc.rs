@@ -8,14 +8,17 @@ use std::time::{Duration, SystemTime};
 /// A response's age when it arrived (RFC 9111 §4.2.3): the larger of its `Age` and of
 /// the time since its `Date` (0 when `Date` is in the future or unreadable).
 ///
-/// `Age` is delta-seconds; of a list, the first member counts (§5.1). An `Age` that is
-/// not one (`abc`, `-1`, `1.5`, `7200;x=y`), or that comes in several field lines, is
-/// invalid, and a response with an invalid `Age` is taken to be stale: `Duration::MAX`.
+/// `Age` is one delta-seconds value. One that is not (`abc`, `-1`, `1.5`, `7200;x=y`) is
+/// invalid, and so is a list: several field lines, or one line with several members,
+/// which RFC 9110 §5.3 makes the same thing. A singleton field that arrives as a list was
+/// duplicated on the way, and which member is true cannot be known; rather than trust
+/// the first (RFC 9111 §5.1's suggestion), the cache takes the safe reading. A response
+/// with an invalid `Age` is taken to be stale: `Duration::MAX`.
 pub fn initial_age(resp: &ResponseHeader, now: SystemTime) -> Duration {
     let mut lines = resp.headers.get_all(http::header::AGE).iter();
     let age = match (lines.next(), lines.next()) {
         (None, _) => Duration::ZERO,
-        (Some(line), None) => match line.to_str().ok().and_then(delta_seconds_list_head) {
+        (Some(line), None) => match line.to_str().ok().and_then(delta_seconds) {
             Some(secs) => Duration::from_secs(secs),
             None => return Duration::MAX,
         },
@@ -43,14 +46,28 @@ pub fn expires_lifetime(resp: &ResponseHeader, now: SystemTime) -> Option<Durati
     Some(expires.duration_since(date).unwrap_or_default())
 }
 
-/// The first member of a list of delta-seconds (`0,7200` is 0); `None` when it is not
-/// all digits. Too large a number saturates.
-fn delta_seconds_list_head(v: &str) -> Option<u64> {
-    let head = v.split(',').next()?.trim();
-    if head.is_empty() || !head.bytes().all(|b| b.is_ascii_digit()) {
+/// A delta-seconds value (digits only, surrounding whitespace aside); `None` otherwise.
+/// Too large a number saturates.
+fn delta_seconds(v: &str) -> Option<u64> {
+    let v = v.trim();
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    Some(head.parse::<u64>().unwrap_or(u64::MAX))
+    Some(v.parse::<u64>().unwrap_or(u64::MAX))
+}
+
+/// The longest heuristic freshness lifetime.
+pub const HEURISTIC_MAX: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// A heuristic freshness lifetime (RFC 9111 §4.2.2) for a response that states none:
+/// a tenth of the time between its `Last-Modified` and its `Date` (the arrival time
+/// standing in for a missing `Date`), at most [`HEURISTIC_MAX`]. `None` without a
+/// readable `Last-Modified`; zero when it is not in the past.
+pub fn heuristic_lifetime(resp: &ResponseHeader, now: SystemTime) -> Option<Duration> {
+    let modified = http_date(resp, http::header::LAST_MODIFIED)?;
+    let date = http_date(resp, http::header::DATE).unwrap_or(now);
+    let since = date.duration_since(modified).unwrap_or_default();
+    Some((since / 10).min(HEURISTIC_MAX))
 }
 
 /// What `Surrogate-Control` (the Edge Architecture's header for gateways and CDNs, which
@@ -342,18 +359,47 @@ mod tests {
                 "{bad}"
             );
         }
+        for list in ["0,7200", "7200, 0", "0, 0"] {
+            assert_eq!(
+                initial_age(&resp(&[("age", list)]), at(now)),
+                Duration::MAX,
+                "{list}"
+            );
+        }
         assert_eq!(
-            initial_age(&resp(&[("age", "0,7200")]), at(now)),
-            Duration::ZERO
-        );
-        assert_eq!(
-            initial_age(&resp(&[("age", "7200, 0")]), at(now)),
-            Duration::from_secs(7200)
+            initial_age(&resp(&[("age", " 42 ")]), at(now)),
+            Duration::from_secs(42)
         );
         let twice = resp(&[("age", "0"), ("age", "0")]);
         assert_eq!(initial_age(&twice, at(now)), Duration::MAX);
         let huge = resp(&[("age", "99999999999999999999999")]);
         assert_eq!(initial_age(&huge, at(now)), Duration::from_secs(u64::MAX));
+    }
+
+    #[test]
+    fn the_heuristic_lifetime_is_a_tenth_of_the_time_since_last_modified() {
+        let now = 10_000_000;
+        let r = |lm: u64, d: Option<u64>| {
+            let (lm, d) = (date(lm), d.map(date));
+            let mut h = vec![("last-modified", lm.as_str())];
+            if let Some(d) = &d {
+                h.push(("date", d.as_str()));
+            }
+            resp(&h)
+        };
+        let lifetime = |r: &ResponseHeader| heuristic_lifetime(r, at(now));
+        assert_eq!(
+            lifetime(&r(now - 1000, None)),
+            Some(Duration::from_secs(100))
+        );
+        assert_eq!(
+            lifetime(&r(now - 5000, Some(now - 1000))),
+            Some(Duration::from_secs(400))
+        );
+        assert_eq!(lifetime(&r(now - 9_000_000, None)), Some(HEURISTIC_MAX));
+        assert_eq!(lifetime(&r(now + 50, None)), Some(Duration::ZERO));
+        assert_eq!(lifetime(&resp(&[("last-modified", "yesterday")])), None);
+        assert_eq!(lifetime(&resp(&[])), None);
     }
 
     #[test]
