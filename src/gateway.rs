@@ -2,12 +2,13 @@
 //! (one `ArcSwap` snapshot), the breakers by route name, metrics, the clock, and the
 //! lifecycle (requests in flight, draining).
 
+use crate::access_log::AccessLog;
 use crate::breaker::Transition;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::runtime::{Registries, Route, Runtime};
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -65,6 +66,8 @@ pub struct Gateway {
     pub identity: String,
     pub facts: BTreeMap<String, String>,
     pub last_reload: ArcSwap<Option<ReloadStatus>>,
+    /// The access log in force, when `[access_log]` is set.
+    pub access_log: ArcSwapOption<AccessLog>,
     /// Whether `[nats]` is configured.
     pub nats_enabled: bool,
     nats_connected: AtomicBool,
@@ -87,6 +90,12 @@ impl Gateway {
             None => (host_name(), BTreeMap::new()),
         };
         let nats_enabled = config.nats.is_some();
+        let access_log = AccessLog::reuse_or_start(
+            None,
+            config.access_log.as_ref(),
+            &metrics.access_log_dropped,
+        )
+        .map_err(|e| format!("access_log.path: {e}"))?;
         let runtime = Runtime::build(Arc::new(config), &registries, 1, clock.now_ms())?;
         metrics.config_generation.set(1);
         Ok(Arc::new(Gateway {
@@ -99,6 +108,7 @@ impl Gateway {
             identity,
             facts,
             last_reload: ArcSwap::from_pointee(None),
+            access_log: ArcSwapOption::new(access_log),
             nats_enabled,
             nats_connected: AtomicBool::new(false),
             events: OnceLock::new(),

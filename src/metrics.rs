@@ -133,6 +133,9 @@ pub struct Metrics {
     /// `fusegate_connections_refused_total`: connections closed at once for
     /// `server.max_connections`.
     pub connections_refused: IntCounter,
+    /// `fusegate_access_log_dropped_total`: access-log lines dropped because the writer
+    /// was behind.
+    pub access_log_dropped: IntCounter,
     cache_evictions: IntCounterVec,
     cache_bytes: IntGaugeVec,
     cache_entries: IntGaugeVec,
@@ -210,6 +213,11 @@ impl Metrics {
             "Client connections closed at once because server.max_connections were open.",
         )?;
         r.register(Box::new(connections_refused.clone()))?;
+        let access_log_dropped = IntCounter::new(
+            "fusegate_access_log_dropped_total",
+            "Access-log lines dropped because the log writer was behind.",
+        )?;
+        r.register(Box::new(access_log_dropped.clone()))?;
         let cache_gauge = |name: &str, help: &str| -> prometheus::Result<IntGaugeVec> {
             let g = IntGaugeVec::new(Opts::new(name, help), &["route"])?;
             r.register(Box::new(g.clone()))?;
@@ -232,6 +240,7 @@ impl Metrics {
             client_errors,
             connections_open,
             connections_refused,
+            access_log_dropped,
             requests: counter_vec(
                 &r,
                 "fusegate_requests_total",

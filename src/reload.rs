@@ -9,6 +9,7 @@
 //! Triggers: the watched config file ([`FileWatch`]), SIGHUP ([`SignalReload`]),
 //! `POST /reload` on the admin port.
 
+use crate::access_log::AccessLog;
 use crate::config::{self, Config};
 use crate::gateway::{ControlEvent, Gateway, ReloadStatus};
 use crate::runtime::Runtime;
@@ -85,6 +86,13 @@ fn try_reload(gw: &Gateway, path: &Path) -> Result<Reloaded, String> {
     let restart_required = keep_running_listeners(&current.config, &mut new);
     let generation = current.generation + 1;
     let next = Runtime::build(Arc::new(new), &gw.registries, generation, gw.clock.now_ms())?;
+    let access_log = AccessLog::reuse_or_start(
+        gw.access_log.load_full().as_ref(),
+        next.config.access_log.as_ref(),
+        &gw.metrics.access_log_dropped,
+    )
+    .map_err(|e| format!("access_log.path: {e}"))?;
+    gw.access_log.store(access_log);
     log::set_max_level(next.config.log.level.as_filter());
     for old in &current.routes {
         if next.route(&old.name).is_none() {
@@ -165,7 +173,7 @@ impl BackgroundService for FileWatch {
     }
 }
 
-/// Reloads on SIGHUP.
+/// Reloads on SIGHUP; reopens the access log's file on SIGUSR1.
 pub struct SignalReload {
     pub gateway: Arc<Gateway>,
 }
@@ -174,10 +182,13 @@ pub struct SignalReload {
 impl BackgroundService for SignalReload {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         use tokio::signal::unix::{signal, SignalKind};
-        let mut hup = match signal(SignalKind::hangup()) {
-            Ok(s) => s,
-            Err(e) => {
-                log::error!("cannot listen for SIGHUP: {e}");
+        let (mut hup, mut usr1) = match (
+            signal(SignalKind::hangup()),
+            signal(SignalKind::user_defined1()),
+        ) {
+            (Ok(h), Ok(u)) => (h, u),
+            (Err(e), _) | (_, Err(e)) => {
+                log::error!("cannot listen for SIGHUP and SIGUSR1: {e}");
                 return;
             }
         };
@@ -189,6 +200,15 @@ impl BackgroundService for SignalReload {
                     }
                     let gw = self.gateway.clone();
                     let _ = tokio::task::spawn_blocking(move || reload(&gw, "SIGHUP")).await;
+                }
+                got = usr1.recv() => {
+                    if got.is_none() {
+                        return;
+                    }
+                    match self.gateway.access_log.load().as_ref() {
+                        Some(access_log) => access_log.reopen(),
+                        None => log::info!("SIGUSR1: no access log to reopen"),
+                    }
                 }
                 _ = shutdown.changed() => return,
             }

@@ -129,7 +129,7 @@ impl Gatekeeper {
             },
         ));
         server.add_service(background_service(
-            "reload on SIGHUP",
+            "reload on SIGHUP, reopen the access log on SIGUSR1",
             SignalReload {
                 gateway: gateway.clone(),
             },
@@ -208,18 +208,22 @@ impl ShutdownSignalWatch for Signals {
     }
 }
 
-/// SIGHUP's default action ends the process; registering for it once, before the server
-/// starts, turns that off so an early SIGHUP is harmless. The reload service registers
-/// again to act on it.
+/// SIGHUP's and SIGUSR1's default action ends the process; registering for them once,
+/// before the server starts, turns that off so an early one is harmless. The signal
+/// service registers again to act on them.
 fn ignore_sighup_until_served() -> Result<(), String> {
+    use tokio::signal::unix::{signal, SignalKind};
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("signal setup: {e}"))?;
     rt.block_on(async {
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            .map(drop)
-            .map_err(|e| format!("signal setup: {e}"))
+        for kind in [SignalKind::hangup(), SignalKind::user_defined1()] {
+            signal(kind)
+                .map(drop)
+                .map_err(|e| format!("signal setup: {e}"))?;
+        }
+        Ok(())
     })
 }
 

@@ -6,6 +6,7 @@
 
 pub mod views;
 
+use crate::config::LogLevel;
 use crate::gateway::{BreakerAction, Gateway};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -178,12 +179,15 @@ fn set_log_level(body: Option<Bytes>) -> Reply {
     let level = parsed
         .ok()
         .and_then(|v| v.get("level").and_then(Value::as_str).map(str::to_string));
-    let filter = match level.as_deref() {
-        Some("debug") => log::LevelFilter::Debug,
-        Some("info") => log::LevelFilter::Info,
-        Some("warn") => log::LevelFilter::Warn,
-        Some("error") | Some("crit") => log::LevelFilter::Error,
-        _ => {
+    let filter = match level.as_deref().map(str::parse::<LogLevel>) {
+        Some(Ok(level)) => level.as_filter(),
+        Some(Err(message)) => {
+            return Reply::json(
+                StatusCode::BAD_REQUEST,
+                json!({"error": "bad_request", "message": message}),
+            )
+        }
+        None => {
             return Reply::json(
                 StatusCode::BAD_REQUEST,
                 json!({"error": "bad_request", "message": "body must be {\"level\": \"debug\" | \"info\" | \"warn\" | \"error\"}"}),

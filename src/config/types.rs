@@ -15,6 +15,8 @@ pub struct Config {
     pub routes: BTreeMap<String, RouteConfig>,
     pub nats: Option<NatsConfig>,
     pub log: LogConfig,
+    /// `[access_log]`: off unless present.
+    pub access_log: Option<AccessLogConfig>,
 }
 
 /// One address or a list of addresses to listen on.
@@ -333,8 +335,10 @@ impl Default for NatsConfig {
     }
 }
 
+/// A log level. One parser for every place a level is named: the config's `log.level`,
+/// the admin port's `PUT /log-level` and the control plane's `loglevel` action.
 #[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case", try_from = "String")]
 pub enum LogLevel {
     Debug,
     #[default]
@@ -343,7 +347,42 @@ pub enum LogLevel {
     Error,
 }
 
+impl std::str::FromStr for LogLevel {
+    type Err = String;
+
+    /// `debug`, `info`, `warn` or `error`, any case; `crit` is `error` (the control
+    /// plane's name for it), `warning` is `warn`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "debug" => Ok(LogLevel::Debug),
+            "info" => Ok(LogLevel::Info),
+            "warn" | "warning" => Ok(LogLevel::Warn),
+            "error" | "crit" => Ok(LogLevel::Error),
+            _ => Err(format!(
+                "unknown log level {s:?}: expected debug, info, warn or error (crit)"
+            )),
+        }
+    }
+}
+
+impl TryFrom<String> for LogLevel {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
 impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        }
+    }
+
     pub fn as_filter(self) -> log::LevelFilter {
         match self {
             LogLevel::Debug => log::LevelFilter::Debug,
@@ -360,6 +399,34 @@ pub enum LogFormat {
     #[default]
     Text,
     Json,
+}
+
+/// `[access_log]`: one line per proxied request.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessLogConfig {
+    /// `-` for standard output, else a file appended to (and reopened on SIGUSR1).
+    pub path: String,
+    pub format: AccessLogFormat,
+}
+
+impl Default for AccessLogConfig {
+    fn default() -> Self {
+        AccessLogConfig {
+            path: "-".into(),
+            format: AccessLogFormat::Json,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessLogFormat {
+    /// One JSON object per line.
+    #[default]
+    Json,
+    /// nginx's `combined`, plus the route and the request id.
+    Combined,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]

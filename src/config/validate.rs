@@ -132,6 +132,13 @@ pub fn validate(c: &Config) -> Vec<ConfigProblem> {
         }
     }
 
+    // access_log
+    if let Some(a) = &c.access_log {
+        if let Err(e) = crate::access_log::check_path(&a.path) {
+            p("access_log.path".into(), e);
+        }
+    }
+
     // nats
     if let Some(n) = &c.nats {
         if n.url.trim().is_empty() {

@@ -170,17 +170,10 @@ fn write(gw: &Gateway, req: &Request) -> Result<Value, String> {
         },
         "loglevel" => {
             let level = req.level.as_deref().unwrap_or("");
-            let filter = match level {
-                "debug" => log::LevelFilter::Debug,
-                "info" => log::LevelFilter::Info,
-                "warn" => log::LevelFilter::Warn,
-                "crit" | "error" => log::LevelFilter::Error,
-                _ => {
-                    return Err(format!(
-                        "level must be debug, info, warn or crit, got {level:?}"
-                    ))
-                }
-            };
+            let filter = level
+                .parse::<crate::config::LogLevel>()
+                .map_err(|e| e.to_string())?
+                .as_filter();
             log::set_max_level(filter);
             log::info!("log level set to {level} over NATS");
             Ok(json!({"level": filter.as_str().to_ascii_lowercase()}))

@@ -39,6 +39,7 @@ mod fallback;
 mod front;
 mod request_id;
 mod respond;
+mod trace;
 
 pub use failure::{classify, ProxyFailure};
 pub use front::{
@@ -47,7 +48,7 @@ pub use front::{
 };
 pub use request_id::RequestIds;
 
-use crate::breaker::{FailureKind, Outcome, Permit};
+use crate::breaker::{FailureKind, Outcome, Permit, State};
 use crate::config::HostHeader;
 use crate::gateway::{Gateway, InflightGuard};
 use crate::metrics::{ClientError, RejectReason};
@@ -120,6 +121,13 @@ pub struct RequestCtx {
     body_read: u64,
     max_body: u64,
     cache: caching::CacheCtx,
+    /// The breaker state the request met, for the access log.
+    breaker_met: Option<State>,
+    /// What the gateway made of a request it answered itself (`rejected`,
+    /// `client_error`), for the access log.
+    answered: Option<&'static str>,
+    /// The request's W3C trace and the gateway's span in it.
+    trace: Option<trace::TraceContext>,
     _inflight: InflightGuard,
 }
 
@@ -159,21 +167,33 @@ impl ProxyHttp for Proxy {
             body_read: 0,
             max_body: u64::MAX,
             cache: caching::CacheCtx::default(),
+            breaker_met: None,
+            answered: None,
+            trace: None,
             _inflight: self.gateway.track_request(),
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let id = self
-            .request_ids
-            .for_request(session.req_header().headers.get("x-request-id"));
+        let headers = &session.req_header().headers;
+        // A client's `X-Correlation-Id` stands in for a missing `X-Request-Id`.
+        let id = self.request_ids.for_request(
+            headers
+                .get("x-request-id")
+                .or_else(|| headers.get("x-correlation-id")),
+        );
         ctx.request_id = Some(id);
+        ctx.trace = Some(trace::TraceContext::for_request(
+            headers.get("traceparent"),
+            || false,
+        ));
 
         let runtime = self.gateway.runtime();
         let path = session.req_header().uri.path();
         if let Err(e) = check_path(path) {
             let body = respond::path_error_body("invalid_path", path);
             log::debug!("rejected path {path:?}: {}", e.message());
+            ctx.answered = Some(CLIENT_ERROR);
             respond::json(session, 400, body, ctx.request_id.as_ref(), &[]).await?;
             return Ok(true);
         }
@@ -185,6 +205,7 @@ impl ProxyHttp for Proxy {
             match uri.parse::<Uri>() {
                 Ok(uri) => session.req_header_mut().set_uri(uri),
                 Err(_) => {
+                    ctx.answered = Some(CLIENT_ERROR);
                     let body = respond::path_error_body("invalid_path", path);
                     respond::json(session, 400, body, ctx.request_id.as_ref(), &[]).await?;
                     return Ok(true);
@@ -204,6 +225,7 @@ impl ProxyHttp for Proxy {
                     // Refused before any of it is read: the connection cannot be reused.
                     session.set_keepalive(None);
                     self.gateway.metrics.client_error(ClientError::BodyTooLarge);
+                    ctx.answered = Some(CLIENT_ERROR);
                     let body = respond::error_body("body_too_large", &route.name);
                     respond::json(session, 413, body, ctx.request_id.as_ref(), &[]).await?;
                     return Ok(true);
@@ -222,6 +244,7 @@ impl ProxyHttp for Proxy {
                 if let Some(limit) = &route.rate_limit {
                     if let Err(secs) = limit.check(ctx.client_ip) {
                         route.metrics.rejected(RejectReason::RateLimited);
+                        ctx.answered = Some(REJECTED);
                         let body = respond::error_body("rate_limited", &route.name);
                         let retry = [("retry-after", secs.to_string())];
                         respond::json(session, 429, body, ctx.request_id.as_ref(), &retry).await?;
@@ -241,6 +264,7 @@ impl ProxyHttp for Proxy {
                         }
                         session.set_keepalive(None);
                         self.gateway.metrics.client_error(ClientError::BodyTimeout);
+                        ctx.answered = Some(CLIENT_ERROR);
                         let body = respond::error_body("request_timeout", &route.name);
                         respond::json(session, 408, body, ctx.request_id.as_ref(), &[]).await?;
                         return Ok(true);
@@ -251,6 +275,7 @@ impl ProxyHttp for Proxy {
                 Ok(false)
             }
             None => {
+                ctx.answered = Some(CLIENT_ERROR);
                 let body = respond::path_error_body("no_route", path);
                 respond::json(session, 404, body, ctx.request_id.as_ref(), &[]).await?;
                 Ok(true)
@@ -289,6 +314,7 @@ impl ProxyHttp for Proxy {
         };
         if ctx.cache.client.only_if_cached && route.cache.is_some() {
             // A miss (or a stale entry) for a client that will take only the cache.
+            ctx.answered = Some(CLIENT_ERROR);
             let body = respond::error_body("not_cached", &route.name);
             let headers = [("x-cache", "MISS".to_string())];
             respond::json(session, 504, body, ctx.request_id.as_ref(), &headers).await?;
@@ -296,6 +322,7 @@ impl ProxyHttp for Proxy {
         }
         let Some(upstream) = route.upstreams.select_index() else {
             route.metrics.rejected(RejectReason::NoHealthyUpstream);
+            ctx.answered = Some(REJECTED);
             let body = respond::error_body("no_healthy_upstream", &route.name);
             respond::json(session, 503, body, ctx.request_id.as_ref(), &[]).await?;
             return Ok(false);
@@ -316,6 +343,11 @@ impl ProxyHttp for Proxy {
         };
         match result {
             Ok(permit) => {
+                ctx.breaker_met = Some(if permit.is_probe() {
+                    State::HalfOpen
+                } else {
+                    route.breaker.state()
+                });
                 ctx.permit = Some(permit);
                 ctx.upstream = Some(upstream);
                 Ok(true)
@@ -324,6 +356,8 @@ impl ProxyHttp for Proxy {
                 route
                     .metrics
                     .rejected(RejectReason::for_breaker(rejection.state));
+                ctx.breaker_met = Some(rejection.state);
+                ctx.answered = Some(REJECTED);
                 if caching::can_serve_stale(session) {
                     // Let pingora serve the stale entry: upstream_peer fails this request
                     // as an upstream error, which is pingora's stale-if-error path.
@@ -452,6 +486,19 @@ impl ProxyHttp for Proxy {
         }
         if let Some(id) = &ctx.request_id {
             upstream_request.insert_header("x-request-id", id.clone())?;
+        }
+        if let Some(t) = &ctx.trace {
+            upstream_request.insert_header("traceparent", t.traceparent())?;
+        }
+        // `tracestate` goes with the trace it belongs to: not past W3C's bounds, and not
+        // when the client's `traceparent` was unusable and a new trace started.
+        let continued = ctx.trace.is_some_and(|t| t.parent_span_id.is_some());
+        if upstream_request
+            .headers
+            .get("tracestate")
+            .is_some_and(|v| !continued || !trace::tracestate_ok(v))
+        {
+            upstream_request.remove_header("tracestate");
         }
         if route.cache.is_some() && fallback.is_none() {
             // Tells the upstream that a surrogate cache is in front, and its name for
@@ -659,8 +706,41 @@ impl ProxyHttp for Proxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let outcome = self.account(session, e, ctx);
+        if let Some(access_log) = self.gateway.access_log.load().as_ref() {
+            access_log.log(access_entry(session, ctx, e, outcome));
+        }
+    }
+}
+
+/// The access log's `outcome` for a request the gateway answered itself.
+const CLIENT_ERROR: &str = "client_error";
+const REJECTED: &str = "rejected";
+
+/// `Some(Status)` when `status` is one of the route's `failure_statuses`./// `Some(Status)` when `status` is one of the route's `failure_statuses`.
+fn status_failure(route: &Route, status: u16) -> Option<FailureKind> {
+    route
+        .settings
+        .failure_statuses
+        .contains(status)
+        .then_some(FailureKind::Status)
+}
+
+impl Proxy {
+    /// Counts the request in its route's metrics and records its outcome on the route's
+    /// breaker; returns that outcome as the access log names it: `success`, the failure
+    /// kind the breaker recorded, `rejected` or `client_error`.
+    fn account(&self, session: &Session, e: Option<&Error>, ctx: &mut RequestCtx) -> &'static str {
+        let failure = e.map(|e| ctx.classify(e));
+        let unsettled = match failure {
+            _ if ctx.answered.is_some() => ctx.answered.unwrap_or(CLIENT_ERROR),
+            Some(ProxyFailure::Downstream(_)) => CLIENT_ERROR,
+            Some(ProxyFailure::Internal) => "error",
+            Some(ProxyFailure::Upstream(kind)) => kind.as_str(),
+            None => "success",
+        };
         let Some(route) = ctx.route.clone() else {
-            return;
+            return unsettled;
         };
         let elapsed = ctx.started.elapsed();
         if let Some(resp) = final_response(session) {
@@ -674,43 +754,37 @@ impl ProxyHttp for Proxy {
                 .cache(caching::result(session, &ctx.cache).as_metric());
         }
         if ctx.permit.is_none() {
-            return;
+            return unsettled;
         }
-        let upstream_error = e.and_then(|e| match ctx.classify(e) {
-            ProxyFailure::Upstream(kind) => Some(kind),
-            ProxyFailure::Downstream(_) | ProxyFailure::Internal => None,
-        });
+        let upstream_error = match failure {
+            Some(ProxyFailure::Upstream(kind)) => Some(kind),
+            _ => None,
+        };
         // The upstream failed (before its header, or cutting its body short), or a stale
         // entry stood in for its failure; else its status decides, if it answered.
         match (
             upstream_error.or(ctx.cache.stale_error),
             ctx.upstream_status,
         ) {
-            (Some(kind), _) => self.settle(&route, ctx, Some(kind)),
+            (Some(kind), _) => {
+                self.settle(&route, ctx, Some(kind));
+                kind.as_str()
+            }
             (None, Some(status)) => {
                 let failure = status_failure(&route, status);
                 self.settle(&route, ctx, failure);
+                failure.map_or("success", FailureKind::as_str)
             }
             // Nothing the upstream did decided this request: the permit goes back.
             (None, None) => {
                 if let Some(permit) = ctx.permit.take() {
                     route.breaker.release(permit);
                 }
+                unsettled
             }
         }
     }
-}
 
-/// `Some(Status)` when `status` is one of the route's `failure_statuses`.
-fn status_failure(route: &Route, status: u16) -> Option<FailureKind> {
-    route
-        .settings
-        .failure_statuses
-        .contains(status)
-        .then_some(FailureKind::Status)
-}
-
-impl Proxy {
     /// Records the request's outcome on its route's breaker, once: the permit is spent.
     fn settle(&self, route: &Route, ctx: &mut RequestCtx, failure: Option<FailureKind>) {
         let Some(permit) = ctx.permit.take() else {
@@ -783,6 +857,73 @@ async fn read_whole_body(session: &mut Session) -> Result<()> {
 
 /// The response header sent to the client, unless it was only an informational one
 /// (`100 Continue`).
+/// The access-log entry for a request: what it holds already, no formatting.
+fn access_entry(
+    session: &Session,
+    ctx: &RequestCtx,
+    e: Option<&Error>,
+    outcome: &'static str,
+) -> crate::access_log::Entry {
+    use crate::access_log::{Entry, UpstreamUsed};
+    let req = session.req_header();
+    let status = final_response(session).map_or_else(
+        // Nothing was answered: the client went away (nginx's 499), or the gateway failed.
+        || {
+            if outcome == CLIENT_ERROR || e.is_none() {
+                499
+            } else {
+                500
+            }
+        },
+        |r| r.status.as_u16(),
+    );
+    let upstream = if ctx.fallback.is_some() {
+        Some(UpstreamUsed::Fallback)
+    } else {
+        ctx.upstream.map(UpstreamUsed::Route)
+    };
+    let cache = ctx
+        .route
+        .as_ref()
+        .filter(|r| r.cache.is_some())
+        .map(|_| caching::result(session, &ctx.cache).header());
+    Entry {
+        time: std::time::SystemTime::now(),
+        request_id: ctx.request_id.clone(),
+        client: ctx.client_ip.or_else(|| {
+            session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip())
+        }),
+        method: req.method.clone(),
+        uri: req.uri.clone(),
+        proto: proto_name(req.version),
+        status,
+        route: ctx.route.clone(),
+        upstream,
+        upstream_ms: ctx.header_ms,
+        total_us: u64::try_from(ctx.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        bytes_in: session.body_bytes_read() as u64,
+        bytes_out: session.body_bytes_sent() as u64,
+        breaker: ctx.breaker_met.map(State::as_str),
+        cache,
+        outcome,
+        referer: req.headers.get(http::header::REFERER).cloned(),
+        user_agent: req.headers.get(http::header::USER_AGENT).cloned(),
+    }
+}
+
+fn proto_name(v: http::Version) -> &'static str {
+    match v {
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_2 => "HTTP/2.0",
+        http::Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
+    }
+}
+
 fn final_response(session: &Session) -> Option<&ResponseHeader> {
     session.response_written().filter(|r| {
         !r.status.is_informational() || r.status == http::StatusCode::SWITCHING_PROTOCOLS

@@ -377,6 +377,7 @@ pub struct Gateway {
     /// The `[server]` and `[admin]` part of the config, kept by rewrites.
     pub header: String,
     stderr_path: PathBuf,
+    stdout_path: PathBuf,
 }
 
 pub fn bin() -> &'static str {
@@ -407,12 +408,14 @@ impl Gateway {
         std::fs::write(&config_path, toml).expect("write config");
         let stderr_path = dir.path().join("stderr.log");
         let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
+        let stdout_path = dir.path().join("stdout.log");
+        let stdout = std::fs::File::create(&stdout_path).expect("stdout file");
         let mut cmd = Command::new(bin());
         cmd.arg("run")
             .arg("-c")
             .arg(&config_path)
             .env_remove("FUSEGATE_CONFIG")
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(stderr);
         for (k, v) in env {
             cmd.env(k, v);
@@ -426,6 +429,7 @@ impl Gateway {
             config_path,
             header,
             stderr_path,
+            stdout_path,
         };
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let admin_addr: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
@@ -537,6 +541,10 @@ impl Gateway {
 
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.stdout_path).unwrap_or_default()
     }
 
     pub fn child_alive(&mut self) -> bool {
