@@ -7,6 +7,7 @@ use crate::breaker::Transition;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::otel::Otel;
 use crate::runtime::{Registries, Route, Runtime};
 use arc_swap::{ArcSwap, ArcSwapOption};
 use std::collections::BTreeMap;
@@ -68,6 +69,8 @@ pub struct Gateway {
     pub last_reload: ArcSwap<Option<ReloadStatus>>,
     /// The access log in force, when `[access_log]` is set.
     pub access_log: ArcSwapOption<AccessLog>,
+    /// The span exporter in force, when `[tracing]` is set.
+    pub otel: ArcSwapOption<Otel>,
     /// Whether `[nats]` is configured.
     pub nats_enabled: bool,
     nats_connected: AtomicBool,
@@ -96,6 +99,9 @@ impl Gateway {
             &metrics.access_log_dropped,
         )
         .map_err(|e| format!("access_log.path: {e}"))?;
+        let otel =
+            Otel::reuse_or_start(None, config.tracing.as_ref(), &metrics.trace_spans_dropped)
+                .map_err(|e| format!("tracing.otlp_endpoint: {e}"))?;
         let runtime = Runtime::build(Arc::new(config), &registries, 1, clock.now_ms())?;
         metrics.config_generation.set(1);
         Ok(Arc::new(Gateway {
@@ -109,6 +115,7 @@ impl Gateway {
             facts,
             last_reload: ArcSwap::from_pointee(None),
             access_log: ArcSwapOption::new(access_log),
+            otel: ArcSwapOption::new(otel),
             nats_enabled,
             nats_connected: AtomicBool::new(false),
             events: OnceLock::new(),

@@ -18,6 +18,7 @@ pub mod gateway;
 pub mod health;
 pub mod logging;
 pub mod metrics;
+pub mod otel;
 pub mod proxy;
 pub mod ratelimit;
 pub mod reload;

@@ -136,6 +136,9 @@ pub struct Metrics {
     /// `fusegate_access_log_dropped_total`: access-log lines dropped because the writer
     /// was behind.
     pub access_log_dropped: IntCounter,
+    /// `fusegate_trace_spans_dropped_total`: spans the exporter's queue had no room for,
+    /// or that the collector did not take.
+    pub trace_spans_dropped: IntCounter,
     cache_evictions: IntCounterVec,
     cache_bytes: IntGaugeVec,
     cache_entries: IntGaugeVec,
@@ -218,6 +221,11 @@ impl Metrics {
             "Access-log lines dropped because the log writer was behind.",
         )?;
         r.register(Box::new(access_log_dropped.clone()))?;
+        let trace_spans_dropped = IntCounter::new(
+            "fusegate_trace_spans_dropped_total",
+            "Spans not exported: the export queue was full or the collector did not take them.",
+        )?;
+        r.register(Box::new(trace_spans_dropped.clone()))?;
         let cache_gauge = |name: &str, help: &str| -> prometheus::Result<IntGaugeVec> {
             let g = IntGaugeVec::new(Opts::new(name, help), &["route"])?;
             r.register(Box::new(g.clone()))?;
@@ -241,6 +249,7 @@ impl Metrics {
             connections_open,
             connections_refused,
             access_log_dropped,
+            trace_spans_dropped,
             requests: counter_vec(
                 &r,
                 "fusegate_requests_total",

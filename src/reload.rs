@@ -12,6 +12,7 @@
 use crate::access_log::AccessLog;
 use crate::config::{self, Config};
 use crate::gateway::{ControlEvent, Gateway, ReloadStatus};
+use crate::otel::Otel;
 use crate::runtime::Runtime;
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
@@ -92,7 +93,14 @@ fn try_reload(gw: &Gateway, path: &Path) -> Result<Reloaded, String> {
         &gw.metrics.access_log_dropped,
     )
     .map_err(|e| format!("access_log.path: {e}"))?;
+    let otel = Otel::reuse_or_start(
+        gw.otel.load_full().as_ref(),
+        next.config.tracing.as_ref(),
+        &gw.metrics.trace_spans_dropped,
+    )
+    .map_err(|e| format!("tracing.otlp_endpoint: {e}"))?;
     gw.access_log.store(access_log);
+    gw.otel.store(otel);
     log::set_max_level(next.config.log.level.as_filter());
     for old in &current.routes {
         if next.route(&old.name).is_none() {

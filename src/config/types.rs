@@ -17,6 +17,8 @@ pub struct Config {
     pub log: LogConfig,
     /// `[access_log]`: off unless present.
     pub access_log: Option<AccessLogConfig>,
+    /// `[tracing]`: span export over OTLP/HTTP, off unless present.
+    pub tracing: Option<TracingConfig>,
 }
 
 /// One address or a list of addresses to listen on.
@@ -415,6 +417,28 @@ impl Default for AccessLogConfig {
         AccessLogConfig {
             path: "-".into(),
             format: AccessLogFormat::Json,
+        }
+    }
+}
+
+/// `[tracing]`: a span per proxied request, exported over OTLP/HTTP.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracingConfig {
+    /// The collector's OTLP/HTTP base URL; spans go to `<it>/v1/traces`.
+    pub otlp_endpoint: String,
+    /// The share of new traces that are sampled, 0.0 to 1.0; a continued trace follows
+    /// the client's sampled flag.
+    pub sample_ratio: f64,
+    pub service_name: String,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        TracingConfig {
+            otlp_endpoint: "http://127.0.0.1:4318".into(),
+            sample_ratio: 1.0,
+            service_name: "fusegate".into(),
         }
     }
 }

@@ -139,6 +139,22 @@ pub fn validate(c: &Config) -> Vec<ConfigProblem> {
         }
     }
 
+    // tracing
+    if let Some(t) = &c.tracing {
+        if let Err(e) = crate::otel::check_endpoint(&t.otlp_endpoint) {
+            p("tracing.otlp_endpoint".into(), e);
+        }
+        if !(0.0..=1.0).contains(&t.sample_ratio) {
+            p(
+                "tracing.sample_ratio".into(),
+                "must be between 0.0 and 1.0".into(),
+            );
+        }
+        if t.service_name.trim().is_empty() {
+            p("tracing.service_name".into(), "must not be empty".into());
+        }
+    }
+
     // nats
     if let Some(n) = &c.nats {
         if n.url.trim().is_empty() {

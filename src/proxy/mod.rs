@@ -128,6 +128,8 @@ pub struct RequestCtx {
     answered: Option<&'static str>,
     /// The request's W3C trace and the gateway's span in it.
     trace: Option<trace::TraceContext>,
+    /// The request's exported span, when it is sampled and `[tracing]` is on.
+    span: Option<opentelemetry_sdk::trace::Span>,
     _inflight: InflightGuard,
 }
 
@@ -170,6 +172,7 @@ impl ProxyHttp for Proxy {
             breaker_met: None,
             answered: None,
             trace: None,
+            span: None,
             _inflight: self.gateway.track_request(),
         }
     }
@@ -183,10 +186,22 @@ impl ProxyHttp for Proxy {
                 .or_else(|| headers.get("x-correlation-id")),
         );
         ctx.request_id = Some(id);
-        ctx.trace = Some(trace::TraceContext::for_request(
-            headers.get("traceparent"),
-            || false,
-        ));
+        let otel = self.gateway.otel.load();
+        let mut t = trace::TraceContext::for_request(headers.get("traceparent"), || {
+            otel.as_ref().is_some_and(|o| o.sample_new())
+        });
+        if let Some(o) = otel.as_ref().filter(|_| t.sampled) {
+            // The exported span's ids are the ones sent upstream.
+            let span = o.start_span(
+                &session.req_header().method,
+                t.parent_span_id.map(|p| (t.trace_id, p)),
+            );
+            let sc = opentelemetry::trace::Span::span_context(&span);
+            t.trace_id = u128::from_be_bytes(sc.trace_id().to_bytes());
+            t.span_id = u64::from_be_bytes(sc.span_id().to_bytes());
+            ctx.span = Some(span);
+        }
+        ctx.trace = Some(t);
 
         let runtime = self.gateway.runtime();
         let path = session.req_header().uri.path();
@@ -710,6 +725,11 @@ impl ProxyHttp for Proxy {
         if let Some(access_log) = self.gateway.access_log.load().as_ref() {
             access_log.log(access_entry(session, ctx, e, outcome));
         }
+        if let Some(span) = ctx.span.take() {
+            if let Some(otel) = self.gateway.otel.load().as_ref() {
+                otel.finish(span, span_facts(session, ctx, outcome));
+            }
+        }
     }
 }
 
@@ -911,6 +931,38 @@ fn access_entry(
         outcome,
         referer: req.headers.get(http::header::REFERER).cloned(),
         user_agent: req.headers.get(http::header::USER_AGENT).cloned(),
+    }
+}
+
+/// What the request's span reports at its end.
+fn span_facts<'a>(
+    session: &'a Session,
+    ctx: &'a RequestCtx,
+    outcome: &'a str,
+) -> crate::otel::SpanFacts<'a> {
+    let route = ctx.route.as_deref();
+    let upstream = match (route, ctx.fallback.is_some()) {
+        (Some(r), true) => match r.fallback.as_ref() {
+            Some(crate::runtime::Fallback::Upstream(u)) => Some(u.authority.as_str()),
+            _ => None,
+        },
+        (Some(r), false) => ctx
+            .upstream
+            .and_then(|i| r.upstreams.list().get(i))
+            .map(|u| u.authority.as_str()),
+        (None, _) => None,
+    };
+    crate::otel::SpanFacts {
+        method: session.req_header().method.as_str(),
+        route: route.map(|r| &*r.name),
+        status: final_response(session).map_or(0, |r| r.status.as_u16()),
+        upstream,
+        breaker: ctx.breaker_met.map(State::as_str),
+        cache: route
+            .filter(|r| r.cache.is_some())
+            .map(|_| caching::result(session, &ctx.cache).header()),
+        outcome,
+        request_id: ctx.request_id.as_ref().and_then(|v| v.to_str().ok()),
     }
 }
 
