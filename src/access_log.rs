@@ -9,7 +9,7 @@
 //! fails, the old file is kept and a warning says why.
 
 use crate::config::{AccessLogConfig, AccessLogFormat};
-use crate::runtime::Route;
+use crate::runtime::{Route, UpstreamUsed};
 use http::HeaderValue;
 use prometheus::IntCounter;
 use serde::Serialize;
@@ -56,13 +56,6 @@ pub struct Entry {
     pub outcome: &'static str,
     pub referer: Option<HeaderValue>,
     pub user_agent: Option<HeaderValue>,
-}
-
-/// Which upstream a request went to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpstreamUsed {
-    Route(usize),
-    Fallback,
 }
 
 /// A running access log: the queue's sending side. Dropping the last handle lets the
@@ -247,16 +240,9 @@ struct Fields<'a> {
 
 fn fields(e: &Entry) -> Fields<'_> {
     let route = e.route.as_deref();
-    let upstream = match (route, e.upstream) {
-        (Some(r), Some(UpstreamUsed::Route(i))) => {
-            r.upstreams.list().get(i).map(|u| u.authority.as_str())
-        }
-        (Some(r), Some(UpstreamUsed::Fallback)) => match r.fallback.as_ref() {
-            Some(crate::runtime::Fallback::Upstream(u)) => Some(u.authority.as_str()),
-            _ => None,
-        },
-        _ => None,
-    };
+    let upstream = route
+        .zip(e.upstream)
+        .and_then(|(r, u)| r.upstream_authority(u));
     Fields {
         request_id: e
             .request_id

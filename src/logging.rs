@@ -8,6 +8,48 @@
 
 use crate::config::{LogFormat, LogLevel};
 use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Lets at most a number of lines through per second and counts the rest, so that an
+/// outage (every request failing the same way) does not flood the log.
+#[derive(Debug)]
+pub struct Throttle {
+    per_sec: u64,
+    second: AtomicU64,
+    passed: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+impl Throttle {
+    pub const fn new(per_sec: u64) -> Self {
+        Throttle {
+            per_sec,
+            second: AtomicU64::new(0),
+            passed: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(n)` when a line may be written at `now_sec` (`n`: lines held back since the
+    /// last one written, for it to mention); `None` when this second's lines are spent.
+    pub fn admit(&self, now_sec: u64) -> Option<u64> {
+        let second = self.second.load(Ordering::Acquire);
+        if now_sec != second
+            && self
+                .second
+                .compare_exchange(second, now_sec, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            self.passed.store(0, Ordering::Release);
+        }
+        if self.passed.fetch_add(1, Ordering::AcqRel) < self.per_sec {
+            Some(self.suppressed.swap(0, Ordering::AcqRel))
+        } else {
+            self.suppressed.fetch_add(1, Ordering::AcqRel);
+            None
+        }
+    }
+}
 
 /// Installs the logger. The level is the global `log` maximum, so it can be changed at
 /// run time (`PUT /log-level`) with [`log::set_max_level`].
@@ -76,7 +118,20 @@ impl log::Log for ClientSideQuiet {
 
 #[cfg(test)]
 mod tests {
-    use super::client_side;
+    use super::{client_side, Throttle};
+
+    #[test]
+    fn the_throttle_passes_a_few_lines_a_second_and_counts_the_rest() {
+        let t = Throttle::new(2);
+        assert_eq!(t.admit(100), Some(0));
+        assert_eq!(t.admit(100), Some(0));
+        assert_eq!(t.admit(100), None);
+        assert_eq!(t.admit(100), None);
+        // The next second's first line tells how many were held back.
+        assert_eq!(t.admit(101), Some(2));
+        assert_eq!(t.admit(101), Some(0));
+        assert_eq!(t.admit(101), None);
+    }
 
     #[test]
     fn client_side_pingora_errors_are_recognised() {

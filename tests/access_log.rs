@@ -357,3 +357,31 @@ fn a_correlation_id_is_forwarded_and_stands_in_for_the_request_id() {
         Some("corr-8")
     );
 }
+
+#[test]
+fn an_upstream_outage_is_a_few_warn_lines_not_one_error_per_request() {
+    let up = Upstream::start("down");
+    let gw = Gateway::start(&format!(
+        "[routes.down]\nupstreams = [\"{}\"]\nbreaker = {{ volume_threshold = 1000 }}\n",
+        up.url()
+    ));
+    up.kill();
+    for _ in 0..60 {
+        assert_eq!(gw.get("/api/down/x").status, 502);
+    }
+    let mut log = String::new();
+    wait_until("an upstream failure line", Duration::from_secs(10), || {
+        log = gw.stderr();
+        log.contains("route down: upstream")
+    });
+    assert!(!log.contains("ERROR"), "{log}");
+    let lines = log
+        .lines()
+        .filter(|l| l.contains("route down: upstream"))
+        .count();
+    assert!(
+        (1..60).contains(&lines),
+        "{lines} lines for 60 failures:\n{log}"
+    );
+    assert!(log.contains("(connect)"), "{log}");
+}

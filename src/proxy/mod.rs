@@ -53,7 +53,7 @@ use crate::config::HostHeader;
 use crate::gateway::{Gateway, InflightGuard};
 use crate::metrics::{ClientError, RejectReason};
 use crate::router::{check_path, merge_slashes};
-use crate::runtime::Route;
+use crate::runtime::{Route, UpstreamUsed};
 use async_trait::async_trait;
 use http::{HeaderValue, Uri};
 use pingora::cache::key::HashBinary;
@@ -75,13 +75,18 @@ pub const PREREAD_LIMIT: u64 = 64 * 1024;
 pub struct Proxy {
     gateway: Arc<Gateway>,
     request_ids: RequestIds,
+    upstream_lines: crate::logging::Throttle,
 }
+
+/// Upstream failure lines written per second at most.
+pub const UPSTREAM_LINES_PER_SEC: u64 = 5;
 
 impl Proxy {
     pub fn new(gateway: Arc<Gateway>) -> Self {
         Proxy {
             gateway,
             request_ids: RequestIds::default(),
+            upstream_lines: crate::logging::Throttle::new(UPSTREAM_LINES_PER_SEC),
         }
     }
 }
@@ -712,12 +717,44 @@ impl ProxyHttp for Proxy {
         }
     }
 
-    /// A client that went away or was cut off by a client limit is not an error of the
-    /// gateway: it is counted (`fusegate_client_errors_total`) and logged at `debug` only.
-    /// A failing fallback upstream is answered with the 503 contract and logged at
-    /// `debug`: the route's breaker already tells that its upstream is failing.
+    /// pingora's per-request error line is replaced:
+    /// - a client that went away or was cut off by a client limit is not an error of the
+    ///   gateway: it is counted (`fusegate_client_errors_total`), not logged;
+    /// - a failing fallback upstream is answered with the 503 contract, not logged: the
+    ///   route's breaker already tells that its upstream is failing;
+    /// - an upstream failure is a `warn` line naming the route and upstream, at most
+    ///   [`UPSTREAM_LINES_PER_SEC`] a second; the next line says how many were held back.
     fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, e: &Error) -> bool {
-        ctx.fallback.is_some() || matches!(ctx.classify(e), ProxyFailure::Downstream(_))
+        match ctx.classify(e) {
+            ProxyFailure::Downstream(_) => true,
+            _ if ctx.fallback.is_some() => true,
+            ProxyFailure::Upstream(kind) => {
+                let now_sec = self.gateway.clock.now_ms() / 1000;
+                if let Some(held_back) = self.upstream_lines.admit(now_sec) {
+                    let route = ctx.route.as_deref();
+                    let upstream = route
+                        .zip(ctx.upstream_used())
+                        .and_then(|(r, u)| r.upstream_authority(u))
+                        .unwrap_or("-");
+                    let more = if held_back > 0 {
+                        format!(" ({held_back} more upstream failures not logged)")
+                    } else {
+                        String::new()
+                    };
+                    log::warn!(
+                        "route {}: upstream {upstream} failed ({}): {e}; request {}{more}",
+                        route.map_or("-", |r| &r.name),
+                        kind.as_str(),
+                        ctx.request_id
+                            .as_ref()
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("-"),
+                    );
+                }
+                true
+            }
+            ProxyFailure::Internal => false,
+        }
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
@@ -825,6 +862,15 @@ impl Proxy {
 }
 
 impl RequestCtx {
+    /// Which upstream the request went to, if any.
+    fn upstream_used(&self) -> Option<UpstreamUsed> {
+        if self.fallback.is_some() {
+            Some(UpstreamUsed::Fallback)
+        } else {
+            self.upstream.map(UpstreamUsed::Route)
+        }
+    }
+
     /// The upstream's time so far: from the request fully sent (or, before that, from
     /// the connection attempt) until now.
     fn upstream_ms(&self) -> u64 {
@@ -884,7 +930,7 @@ fn access_entry(
     e: Option<&Error>,
     outcome: &'static str,
 ) -> crate::access_log::Entry {
-    use crate::access_log::{Entry, UpstreamUsed};
+    use crate::access_log::Entry;
     let req = session.req_header();
     let status = final_response(session).map_or_else(
         // Nothing was answered: the client went away (nginx's 499), or the gateway failed.
@@ -897,11 +943,6 @@ fn access_entry(
         },
         |r| r.status.as_u16(),
     );
-    let upstream = if ctx.fallback.is_some() {
-        Some(UpstreamUsed::Fallback)
-    } else {
-        ctx.upstream.map(UpstreamUsed::Route)
-    };
     let cache = ctx
         .route
         .as_ref()
@@ -921,7 +962,7 @@ fn access_entry(
         proto: proto_name(req.version),
         status,
         route: ctx.route.clone(),
-        upstream,
+        upstream: ctx.upstream_used(),
         upstream_ms: ctx.header_ms,
         total_us: u64::try_from(ctx.started.elapsed().as_micros()).unwrap_or(u64::MAX),
         bytes_in: session.body_bytes_read() as u64,
@@ -941,17 +982,9 @@ fn span_facts<'a>(
     outcome: &'a str,
 ) -> crate::otel::SpanFacts<'a> {
     let route = ctx.route.as_deref();
-    let upstream = match (route, ctx.fallback.is_some()) {
-        (Some(r), true) => match r.fallback.as_ref() {
-            Some(crate::runtime::Fallback::Upstream(u)) => Some(u.authority.as_str()),
-            _ => None,
-        },
-        (Some(r), false) => ctx
-            .upstream
-            .and_then(|i| r.upstreams.list().get(i))
-            .map(|u| u.authority.as_str()),
-        (None, _) => None,
-    };
+    let upstream = route
+        .zip(ctx.upstream_used())
+        .and_then(|(r, u)| r.upstream_authority(u));
     crate::otel::SpanFacts {
         method: session.req_header().method.as_str(),
         route: route.map(|r| &*r.name),

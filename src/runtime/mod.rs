@@ -43,7 +43,27 @@ pub struct Route {
     pub metrics: RouteMetrics,
 }
 
+/// Which upstream a request went to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamUsed {
+    /// An index into the route's upstreams.
+    Route(usize),
+    /// The route's fallback upstream.
+    Fallback,
+}
+
 impl Route {
+    /// The `host:port` of the upstream a request went to, for logs and spans.
+    pub fn upstream_authority(&self, used: UpstreamUsed) -> Option<&str> {
+        match used {
+            UpstreamUsed::Route(i) => self.upstreams.list().get(i).map(|u| u.authority.as_str()),
+            UpstreamUsed::Fallback => match self.fallback.as_ref() {
+                Some(Fallback::Upstream(u)) => Some(u.authority.as_str()),
+                _ => None,
+            },
+        }
+    }
+
     /// The path to send upstream: `strip_prefix` removes the route prefix, keeping a
     /// leading `/`.
     pub fn upstream_path<'a>(&self, path: &'a str) -> &'a str {
