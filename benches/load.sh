@@ -3,9 +3,10 @@
 #
 #   bash benches/load.sh [--duration S] [--rounds N] [--connections C] [--workers W] [--debug]
 #
-# Starts a fast upstream (nginx, answering 200 "ok"), then three proxies in front of it:
-# nginx (upstream keepalive on), examples/bare_proxy.rs (pingora, no features) and fusegate
-# (one route, breaker, metrics and request ids on), each with W worker threads/processes.
+# Starts a fast upstream (nginx, answering 200 "ok"), then the proxies in front of it:
+# nginx (upstream keepalive on), examples/bare_proxy.rs (pingora, no features), fusegate
+# (one route, breaker, metrics and request ids on) and the same fusegate writing a JSON
+# access log to a file, each with W worker threads/processes.
 # wrk drives each in turn, round after round (interleaved), for S seconds. Prints req/s,
 # latency p50/p99, proxy CPU seconds per request and peak RSS (medians over rounds), and
 # fusegate's ratios to the others. Every process listens on 127.0.0.1 and is stopped at
@@ -50,6 +51,7 @@ cleanup() {
 trap cleanup EXIT
 
 UP=$(free_port); NGX=$(free_port); BARE=$(free_port); FG=$(free_port); ADMIN=$(free_port)
+FGL=$(free_port); ADMIN_L=$(free_port)
 
 nginx_conf() { # dir, body of the http block
   mkdir -p "$1"
@@ -79,22 +81,30 @@ nginx_conf "$work/px" "upstream u { server 127.0.0.1:$UP; keepalive 64; }
 "$BIN/examples/bare_proxy" "127.0.0.1:$BARE" "127.0.0.1:$UP" "$workers" >/dev/null 2>"$work/bare.log" &
 pids+=($!); bare_pid=$!
 
-cat > "$work/fusegate.toml" <<CONF
+fusegate_conf() { # port, admin port, extra sections
+  cat <<CONF
 [server]
-listen = "127.0.0.1:$FG"
+listen = "127.0.0.1:$1"
 threads = $workers
 [admin]
-listen = "127.0.0.1:$ADMIN"
+listen = "127.0.0.1:$2"
 [routes.bench]
 upstreams = ["127.0.0.1:$UP"]
 prefix = "/"
 [log]
 level = "warn"
+$3
 CONF
+}
+fusegate_conf "$FG" "$ADMIN" "" > "$work/fusegate.toml"
 "$BIN/fusegate" run -c "$work/fusegate.toml" >/dev/null 2>"$work/fusegate.log" &
 pids+=($!); fg_pid=$!
+fusegate_conf "$FGL" "$ADMIN_L" "[access_log]
+path = \"$work/access.log\"" > "$work/fusegate-log.toml"
+"$BIN/fusegate" run -c "$work/fusegate-log.toml" >/dev/null 2>"$work/fusegate-log.log" &
+pids+=($!); fgl_pid=$!
 
-for port in $UP $NGX $BARE $FG; do
+for port in $UP $NGX $BARE $FG $FGL; do
   for _ in $(seq 100); do
     if curl -s -o /dev/null "http://127.0.0.1:$port/"; then break; fi
     sleep 0.1
@@ -119,11 +129,12 @@ hz=$(getconf CLK_TCK)
 declare -A results
 echo "proxy round req_per_s p50_us p99_us cpu_us_per_req" > "$work/results"
 for round in $(seq "$rounds"); do
-  for name in nginx bare fusegate; do
+  for name in nginx bare fusegate fusegate-log; do
     case $name in
       nginx) port=$NGX; procs=$(ngx_pids) ;;
       bare) port=$BARE; procs=$bare_pid ;;
       fusegate) port=$FG; procs=$fg_pid ;;
+      fusegate-log) port=$FGL; procs=$fgl_pid ;;
     esac
     # shellcheck disable=SC2086
     before=$(cpu_ticks $procs)
@@ -143,6 +154,9 @@ done
 
 # shellcheck disable=SC2046
 rss_ngx=$(rss_kib $(ngx_pids)); rss_bare=$(rss_kib "$bare_pid"); rss_fg=$(rss_kib "$fg_pid")
+rss_fgl=$(rss_kib "$fgl_pid")
+logged=$(wc -l < "$work/access.log")
+echo "access log: $logged lines written"
 
 # fusegate's memory with 10,000 routes (two upstreams each) configured.
 BIG=$(free_port); BIG_ADMIN=$(free_port)
@@ -160,22 +174,27 @@ for _ in $(seq 300); do curl -s -o /dev/null "http://127.0.0.1:$BIG_ADMIN/alive"
 rss_10k=$(rss_kib "$big_pid")
 echo "fusegate with 10,000 routes: peak RSS $((rss_10k / 1024)) MiB"
 
-python3 - "$work/results" "$rss_ngx" "$rss_bare" "$rss_fg" "$workers" "$connections" "$duration" "$rounds" <<'PY'
+python3 - "$work/results" "$rss_ngx" "$rss_bare" "$rss_fg" "$rss_fgl" "$workers" "$connections" "$duration" "$rounds" <<'PY'
 import statistics, sys
-path, rss_ngx, rss_bare, rss_fg, workers, conns, dur, rounds = sys.argv[1:]
+path, rss_ngx, rss_bare, rss_fg, rss_fgl, workers, conns, dur, rounds = sys.argv[1:]
 rows = [l.split() for l in open(path).read().splitlines()[1:]]
 med = {}
-for name in ("nginx", "bare", "fusegate"):
+for name in ("nginx", "bare", "fusegate", "fusegate-log"):
     r = [x for x in rows if x[0] == name]
     med[name] = [statistics.median(float(x[i]) for x in r) for i in range(2, 6)]
-rss = {"nginx": int(rss_ngx), "bare": int(rss_bare), "fusegate": int(rss_fg)}
+rss = {"nginx": int(rss_ngx), "bare": int(rss_bare), "fusegate": int(rss_fg),
+       "fusegate-log": int(rss_fgl)}
 print(f"{workers} worker(s), {conns} connections, {rounds} round(s) of {dur} s each (medians)")
-print(f"{'proxy':<10}{'req/s':>10}{'p50 us':>10}{'p99 us':>10}{'CPU us/req':>12}{'peak RSS MiB':>14}")
-for name, label in (("nginx", "nginx"), ("bare", "bare pingora"), ("fusegate", "fusegate")):
+print(f"{'proxy':<24}{'req/s':>10}{'p50 us':>10}{'p99 us':>10}{'CPU us/req':>12}{'peak RSS MiB':>14}")
+labels = (("nginx", "nginx"), ("bare", "bare pingora"), ("fusegate", "fusegate"),
+          ("fusegate-log", "fusegate + access log"))
+for name, label in labels:
     rps, p50, p99, cpu = med[name]
-    print(f"{label:<10}{rps:>10.0f}{p50:>10.0f}{p99:>10.0f}{cpu:>12.2f}{rss[name]/1024:>14.1f}")
+    print(f"{label:<24}{rps:>10.0f}{p50:>10.0f}{p99:>10.0f}{cpu:>12.2f}{rss[name]/1024:>14.1f}")
 f, b, n = med["fusegate"], med["bare"], med["nginx"]
 def ratio(a, c): return a / c if c else float("nan")
 print(f"fusegate/bare pingora: req/s {ratio(f[0], b[0]):.2f}x, p99 {ratio(f[2], b[2]):.2f}x, CPU/req {ratio(f[3], b[3]):.2f}x")
 print(f"fusegate/nginx:        req/s {ratio(f[0], n[0]):.2f}x, p99 {ratio(f[2], n[2]):.2f}x, CPU/req {ratio(f[3], n[3]):.2f}x")
+l = med["fusegate-log"]
+print(f"access log on/off:     req/s {ratio(l[0], f[0]):.2f}x, p99 {ratio(l[2], f[2]):.2f}x, CPU/req {ratio(l[3], f[3]):.2f}x")
 PY

@@ -28,6 +28,7 @@ fn the_load_benchmark_harness_runs() {
         "bare pingora",
         "fusegate/bare pingora: req/s",
         "fusegate/nginx:",
+        "access log on/off:",
         "fusegate with 10,000 routes: peak RSS",
     ] {
         assert!(
