@@ -44,13 +44,13 @@ impl TraceContext {
     /// The `traceparent` for the upstream request: version 00, this trace, the
     /// gateway's span, the sampled flag.
     pub fn traceparent(&self) -> HeaderValue {
-        let s = format!(
-            "00-{:032x}-{:016x}-{:02x}",
-            self.trace_id,
-            self.span_id,
-            u8::from(self.sampled)
-        );
-        HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static(""))
+        let mut buf = [b'-'; 55];
+        buf[..2].copy_from_slice(b"00");
+        write_hex(&mut buf[3..35], &self.trace_id.to_be_bytes());
+        write_hex(&mut buf[36..52], &self.span_id.to_be_bytes());
+        buf[53] = b'0';
+        buf[54] = if self.sampled { b'1' } else { b'0' };
+        HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static(""))
     }
 }
 
@@ -87,6 +87,15 @@ fn parse_traceparent(v: &[u8]) -> Option<TraceParent> {
         parent_id,
         flags,
     })
+}
+
+/// `bytes` as lower-case hex into `out` (twice as long).
+fn write_hex(out: &mut [u8], bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0xf)];
+    }
 }
 
 /// Lower-case hex digits (at most 32) as a number.
