@@ -345,7 +345,7 @@ fn write_json(buf: &mut Vec<u8>, e: &Entry, second: &str, millis: u32) -> io::Re
     json_opt(buf, e.breaker)?;
     buf.extend_from_slice(b",\"cache\":");
     json_opt(buf, e.cache)?;
-    write!(buf, ",\"outcome\":\"{}\"}}\n", e.outcome)
+    writeln!(buf, ",\"outcome\":\"{}\"}}", e.outcome)
 }
 
 /// nginx's `combined`, then the route and the request id:
