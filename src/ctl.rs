@@ -47,9 +47,11 @@ pub async fn gather(args: &CtlArgs) -> Result<Gathered, String> {
     let server_errors = Arc::new(Mutex::new(Vec::new()));
     let sink = server_errors.clone();
     let started = Instant::now();
+    let shown = crate::control::url::mask(&args.url);
+    let url = crate::control::url::parse(&args.url).map_err(|e| format!("--nats: {e}"))?;
     let client = args
         .auth
-        .options("fusegate ctl")
+        .options("fusegate ctl", url.credentials.as_ref())
         .await?
         .event_callback(move |e| {
             let sink = sink.clone();
@@ -66,9 +68,9 @@ pub async fn gather(args: &CtlArgs) -> Result<Gathered, String> {
                 }
             }
         })
-        .connect(args.url.as_str())
+        .connect(url.servers)
         .await
-        .map_err(|e| format!("cannot connect to {}: {e}", args.url))?;
+        .map_err(|e| format!("cannot connect to {shown}: {e}"))?;
 
     let filter = Filter {
         facts: args.facts.clone(),

@@ -170,6 +170,9 @@ pub fn config(config: &Config) -> Value {
     let mut v = serde_json::to_value(config).unwrap_or(Value::Null);
     redact(&mut v, &["admin", "token"]);
     if let Some(nats) = v.get_mut("nats").filter(|n| !n.is_null()) {
+        if let Some(url) = nats.get("url").and_then(Value::as_str) {
+            nats["url"] = Value::from(crate::control::url::mask(url));
+        }
         for key in ["password", "token"] {
             if nats.get(key).is_some_and(|s| !s.is_null()) {
                 nats[key] = Value::from("***");

@@ -159,6 +159,8 @@ pub fn validate(c: &Config) -> Vec<ConfigProblem> {
     if let Some(n) = &c.nats {
         if n.url.trim().is_empty() {
             p("nats.url".into(), "must not be empty".into());
+        } else if let Err(e) = crate::control::url::parse(&n.url) {
+            p("nats.url".into(), e);
         }
         if n.cluster.is_empty()
             || !n

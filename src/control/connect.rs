@@ -1,5 +1,6 @@
 //! NATS connection options from the config (`[nats]`) or `fusegate ctl` flags.
 
+use super::url::UrlCredentials;
 use crate::config::NatsConfig;
 use async_nats::ConnectOptions;
 use std::path::PathBuf;
@@ -46,12 +47,26 @@ pub fn reconnect_delay(attempts: usize) -> Duration {
 }
 
 impl NatsAuth {
-    /// Connect options with these credentials; `name` shows in the server's monitoring.
-    pub async fn options(&self, name: &str) -> Result<ConnectOptions, String> {
+    /// Connect options with these credentials, or else those of the URL
+    /// (`nats://user:password@host`, `nats://token@host`); `name` shows in the server's
+    /// monitoring.
+    pub async fn options(
+        &self,
+        name: &str,
+        from_url: Option<&UrlCredentials>,
+    ) -> Result<ConnectOptions, String> {
         let mut o = ConnectOptions::new()
             .name(name)
             .connection_timeout(Duration::from_secs(2))
             .reconnect_delay_callback(reconnect_delay);
+        let explicit = self.user.is_some() || self.token.is_some() || self.creds.is_some();
+        match from_url.filter(|_| !explicit) {
+            Some(UrlCredentials::UserPassword { user, password }) => {
+                o = o.user_and_password(user.clone(), password.clone())
+            }
+            Some(UrlCredentials::Token(t)) => o = o.token(t.clone()),
+            None => {}
+        }
         if let Some(creds) = &self.creds {
             o = o
                 .credentials_file(creds)

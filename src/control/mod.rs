@@ -7,6 +7,7 @@
 
 pub mod connect;
 pub mod service;
+pub mod url;
 
 use crate::admin::views;
 use crate::gateway::{BreakerAction, Gateway};

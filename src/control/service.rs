@@ -33,8 +33,21 @@ impl BackgroundService for ControlPlane {
         let gw = self.gateway.clone();
         let (tx, mut events) = mpsc::channel(EVENT_BUFFER);
         gw.set_event_sink(tx);
+        let shown = super::url::mask(&self.config.url);
+        let url = match super::url::parse(&self.config.url) {
+            Ok(u) => u,
+            Err(e) => {
+                // `check` refuses such a config; this is only reached by a config that
+                // bypassed it.
+                log::error!("control plane disabled: nats.url: {e}");
+                return;
+            }
+        };
         let options = match NatsAuth::from(&self.config)
-            .options(&format!("fusegate {}", gw.identity))
+            .options(
+                &format!("fusegate {}", gw.identity),
+                url.credentials.as_ref(),
+            )
             .await
         {
             Ok(o) => o,
@@ -51,13 +64,10 @@ impl BackgroundService for ControlPlane {
                 let state = state.clone();
                 async move { on_event(&state, event) }
             });
-        let client = match options.connect(self.config.url.as_str()).await {
+        let client = match options.connect(url.servers).await {
             Ok(c) => c,
             Err(e) => {
-                log::error!(
-                    "control plane disabled: cannot use {}: {e}",
-                    self.config.url
-                );
+                log::error!("control plane disabled: cannot use {shown}: {e}");
                 return;
             }
         };
@@ -74,7 +84,7 @@ impl BackgroundService for ControlPlane {
         };
         log::info!(
             "control plane: {} as {:?} on {}",
-            self.config.url,
+            shown,
             gw.identity,
             read_subject(cluster).trim_end_matches(".read")
         );
