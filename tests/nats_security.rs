@@ -250,8 +250,8 @@ fn gateways_and_ctl_fail_over_between_the_servers_of_a_cluster() {
     // Stop two of the three servers, one after the other: whichever the gateway was on,
     // it ends on the last one, and ctl (given the whole list) finds it there.
     let last = format!("nats://127.0.0.1:{}", nodes[2].port);
-    for i in 0..2 {
-        nodes[i].stop();
+    for (i, node) in nodes.iter_mut().take(2).enumerate() {
+        node.stop();
         let (code, out, err) = ping_until(
             1,
             &["--nats", &list, "--cluster", &c, "--timeout", "2s", "ping"],
