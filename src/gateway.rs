@@ -78,6 +78,10 @@ pub struct Gateway {
     shutdown: tokio::sync::Notify,
     inflight: AtomicUsize,
     ready: AtomicBool,
+    /// With `nats.fleet_state`: the fleet state is not yet applied (or given up on).
+    fleet_pending: AtomicBool,
+    /// Why the fleet state cannot be followed (JetStream missing, ...), for /health.
+    fleet_state_error: std::sync::Mutex<Option<String>>,
     draining: AtomicBool,
 }
 
@@ -93,6 +97,7 @@ impl Gateway {
             None => (host_name(), BTreeMap::new()),
         };
         let nats_enabled = config.nats.is_some();
+        let fleet_state = config.nats.as_ref().is_some_and(|n| n.fleet_state);
         let access_log = AccessLog::reuse_or_start(
             None,
             config.access_log.as_ref(),
@@ -122,6 +127,8 @@ impl Gateway {
             shutdown: tokio::sync::Notify::new(),
             inflight: AtomicUsize::new(0),
             ready: AtomicBool::new(false),
+            fleet_pending: AtomicBool::new(fleet_state),
+            fleet_state_error: std::sync::Mutex::new(None),
             draining: AtomicBool::new(false),
         }))
     }
@@ -252,9 +259,31 @@ impl Gateway {
         self.ready.store(true, Ordering::Release);
     }
 
-    /// Ready: listeners up and not draining.
+    /// Ready: listeners up, the fleet state applied (or waited for long enough), and not
+    /// draining.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire) && !self.is_draining()
+        self.ready.load(Ordering::Acquire)
+            && !self.fleet_pending.load(Ordering::Acquire)
+            && !self.is_draining()
+    }
+
+    /// The fleet state has been applied, or is not coming in time: readiness may follow.
+    pub fn fleet_state_settled(&self) {
+        self.fleet_pending.store(false, Ordering::Release);
+    }
+
+    pub fn set_fleet_state_error(&self, e: Option<String>) {
+        *self
+            .fleet_state_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = e;
+    }
+
+    pub fn fleet_state_error(&self) -> Option<String> {
+        self.fleet_state_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     pub fn start_draining(&self) {

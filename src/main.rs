@@ -69,9 +69,15 @@ enum Command {
         /// Config file to take defaults from.
         #[arg(short = 'c', long = "config", env = "FUSEGATE_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
         config: PathBuf,
-        /// The action.
+        /// `pause --for 10m`: the pause ends by itself then, on every gateway (fleet state).
+        #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
+        for_duration: Option<std::time::Duration>,
+        /// Who the fleet state records as having acted [default: the NATS user, else the OS user].
+        #[arg(long = "as", value_name = "NAME")]
+        as_name: Option<String>,
+        /// The action; also `state` and `history ROUTE` for the fleet state.
         action: String,
-        /// The route (pause, resume, flip, reset, purge) or the level (loglevel).
+        /// The route (pause, resume, flip, reset, purge, history) or the level (loglevel).
         target: Option<String>,
     },
     /// Show the breaker table of a running gateway, from its admin port.
@@ -106,6 +112,8 @@ fn main() -> ExitCode {
             json,
             auth,
             config,
+            for_duration,
+            as_name,
             action,
             target,
         } => {
@@ -137,6 +145,8 @@ fn main() -> ExitCode {
                 auth,
                 action,
                 target,
+                for_duration,
+                as_name,
             };
             ExitCode::from(fusegate::ctl::run(&args))
         }

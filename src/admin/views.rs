@@ -132,8 +132,12 @@ pub fn health(gw: &Gateway) -> (bool, Value) {
     if gw.nats_enabled {
         probes.push(ProbeView {
             name: "nats".into(),
-            healthy: gw.nats_connected(),
-            error: (!gw.nats_connected()).then(|| "not connected".to_string()),
+            healthy: gw.nats_connected() && gw.fleet_state_error().is_none(),
+            error: if !gw.nats_connected() {
+                Some("not connected".to_string())
+            } else {
+                gw.fleet_state_error()
+            },
             latency_ms: None,
         });
     }

@@ -317,6 +317,8 @@ pub struct NatsConfig {
     pub tls_ca: Option<String>,
     pub tls_cert: Option<String>,
     pub tls_key: Option<String>,
+    /// Record and apply operator pauses as desired state in JetStream (SPEC §14).
+    pub fleet_state: bool,
 }
 
 impl Default for NatsConfig {
@@ -333,6 +335,7 @@ impl Default for NatsConfig {
             tls_ca: None,
             tls_cert: None,
             tls_key: None,
+            fleet_state: false,
         }
     }
 }

@@ -6,6 +6,7 @@
 //! nothing here waits on NATS, and the proxy never waits on this module.
 
 pub mod connect;
+pub mod fleet_state;
 pub mod service;
 pub mod url;
 

@@ -31,6 +31,14 @@ pub struct ControlPlane {
 impl BackgroundService for ControlPlane {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let gw = self.gateway.clone();
+        if self.config.fleet_state {
+            // Readiness waits for the fleet state at most this long.
+            let g = gw.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(super::fleet_state::START_WAIT).await;
+                g.fleet_state_settled();
+            });
+        }
         let (tx, mut events) = mpsc::channel(EVENT_BUFFER);
         gw.set_event_sink(tx);
         let shown = super::url::mask(&self.config.url);
@@ -82,6 +90,10 @@ impl BackgroundService for ControlPlane {
                 return;
             }
         };
+        if self.config.fleet_state {
+            let follower = super::fleet_state::Follower::new(gw.clone());
+            tokio::spawn(follower.run(client.clone(), cluster.clone()));
+        }
         log::info!(
             "control plane: {} as {:?} on {}",
             shown,

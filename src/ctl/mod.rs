@@ -1,6 +1,8 @@
 //! `fusegate ctl`: one request to every matching gateway of a cluster over NATS, the
 //! replies gathered and printed the way a fleet tool does.
 
+mod fleet;
+
 use crate::control::connect::NatsAuth;
 use crate::control::{is_read, read_subject, write_subject, Filter, Reply, Request};
 use async_nats::{Event, ServerError};
@@ -25,6 +27,19 @@ pub struct CtlArgs {
     pub action: String,
     /// The route, or for `loglevel` the level.
     pub target: Option<String>,
+    /// `pause --for`: the pause ends by itself after this long.
+    pub for_duration: Option<Duration>,
+    /// `--as`: who the fleet state records as having acted.
+    pub as_name: Option<String>,
+}
+
+/// A connection to NATS, with what the server reported on it.
+pub struct Connection {
+    pub client: async_nats::Client,
+    server_errors: Arc<Mutex<Vec<String>>>,
+    /// The NATS user it logged in as, if one.
+    pub user: Option<String>,
+    started: Instant,
 }
 
 /// What came back.
@@ -36,14 +51,8 @@ pub struct Gathered {
     pub elapsed: Duration,
 }
 
-/// Sends the request and gathers replies.
-pub async fn gather(args: &CtlArgs) -> Result<Gathered, String> {
-    let Some(read) = is_read(&args.action) else {
-        return Err(format!(
-            "unknown action {:?}; read actions: ping, info, health, breakers; write actions: pause, resume, flip, reset, reload, shutdown, loglevel, purge",
-            args.action
-        ));
-    };
+/// Connects with the URL(s), credentials and TLS settings of `args`.
+pub async fn connect(args: &CtlArgs) -> Result<Connection, String> {
     let server_errors = Arc::new(Mutex::new(Vec::new()));
     let sink = server_errors.clone();
     let started = Instant::now();
@@ -71,7 +80,44 @@ pub async fn gather(args: &CtlArgs) -> Result<Gathered, String> {
         .connect(url.servers)
         .await
         .map_err(|e| format!("cannot connect to {shown}: {e}"))?;
+    let user = args.auth.user.clone().or(match url.credentials {
+        Some(crate::control::url::UrlCredentials::UserPassword { user, .. }) => Some(user),
+        _ => None,
+    });
+    Ok(Connection {
+        client,
+        server_errors,
+        user,
+        started,
+    })
+}
 
+/// The fact and identity filter of `args`.
+fn filter(args: &CtlArgs) -> Filter {
+    Filter {
+        facts: args.facts.clone(),
+        identities: args.identities.clone(),
+    }
+}
+
+/// Sends the request and gathers replies: connecting, then [`collect`].
+pub async fn gather(args: &CtlArgs) -> Result<Gathered, String> {
+    let conn = connect(args).await?;
+    collect(args, &conn).await
+}
+
+/// Sends the action with a discovery ping, and gathers replies until every gateway the
+/// ping discovered has answered, or the timeout.
+pub async fn collect(args: &CtlArgs, conn: &Connection) -> Result<Gathered, String> {
+    let Some(read) = is_read(&args.action) else {
+        return Err(format!(
+            "unknown action {:?}; read actions: ping, info, health, breakers; write actions: pause, resume, flip, reset, reload, shutdown, loglevel, purge; fleet state: state, history ROUTE",
+            args.action
+        ));
+    };
+    let client = &conn.client;
+    let server_errors = &conn.server_errors;
+    let started = conn.started;
     let filter = Filter {
         facts: args.facts.clone(),
         identities: args.identities.clone(),
@@ -151,6 +197,10 @@ pub async fn gather(args: &CtlArgs) -> Result<Gathered, String> {
                 }
             }
             Some(m) = answers.next() => {
+                // No gateway subscribed: the server's "no responders" status, no reply.
+                if m.payload.is_empty() {
+                    continue;
+                }
                 match serde_json::from_slice::<Reply>(&m.payload) {
                     Ok(r) if !replies.iter().any(|x| x.identity == r.identity) => replies.push(r),
                     Ok(_) => {}
@@ -247,6 +297,10 @@ fn print_read(r: &Reply) {
 
 /// Runs the command; returns the exit code.
 pub fn run(args: &CtlArgs) -> u8 {
+    if args.for_duration.is_some() && args.action != "pause" {
+        eprintln!("fusegate ctl: --for goes with pause only");
+        return 2;
+    }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -257,11 +311,28 @@ pub fn run(args: &CtlArgs) -> u8 {
             return 1;
         }
     };
-    match rt.block_on(gather(args)) {
-        Ok(g) => report(args, &g),
+    match rt.block_on(run_async(args)) {
+        Ok(code) => code,
         Err(e) => {
             eprintln!("fusegate ctl: {e}");
             1
         }
     }
+}
+
+async fn run_async(args: &CtlArgs) -> Result<u8, String> {
+    let conn = connect(args).await?;
+    match args.action.as_str() {
+        "state" => return fleet::print_state(args, &conn).await,
+        "history" => return fleet::print_history(args, &conn).await,
+        _ => {}
+    }
+    let gathered = collect(args, &conn).await?;
+    if crate::control::fleet_state::is_recorded(&args.action) {
+        match fleet::store(args, &conn).await {
+            Ok(at) => eprintln!("fleet state: recorded in {at}"),
+            Err(e) => eprintln!("fleet state: not stored: {e}"),
+        }
+    }
+    Ok(report(args, &gathered))
 }

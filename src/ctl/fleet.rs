@@ -1,0 +1,158 @@
+//! `ctl`'s side of the fleet state: recording a write action in the cluster's JetStream
+//! bucket, and `ctl state` / `ctl history ROUTE`.
+
+use super::{filter, Connection, CtlArgs};
+use crate::control::fleet_state::{self, Record, RouteState};
+use futures_util::StreamExt;
+use std::time::SystemTime;
+
+/// Attempts at the compare-and-set of a key before giving up.
+const CAS_ATTEMPTS: usize = 5;
+
+/// Who acted: `--as`, else the NATS user, else the OS user.
+fn who(args: &CtlArgs, conn: &Connection) -> String {
+    args.as_name
+        .clone()
+        .or_else(|| conn.user.clone())
+        .or_else(|| std::env::var("USER").ok())
+        .or_else(|| std::env::var("LOGNAME").ok())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// The record of this action.
+pub fn record_of(args: &CtlArgs, who: String, now: SystemTime) -> Record {
+    Record {
+        action: args.action.clone(),
+        route: args.target.clone(),
+        filter: filter(args),
+        who,
+        at: rfc3339(now),
+        until: args.for_duration.map(|d| rfc3339(now + d)),
+    }
+}
+
+/// Records the action as desired state; `Ok` names where.
+pub async fn store(args: &CtlArgs, conn: &Connection) -> Result<String, String> {
+    let js = async_nats::jetstream::new(conn.client.clone());
+    let kv = fleet_state::open_bucket(&js, &args.cluster).await?;
+    let rec = record_of(args, who(args, conn), SystemTime::now());
+    let key = fleet_state::key(args.target.as_deref());
+    for _ in 0..CAS_ATTEMPTS {
+        let current = kv
+            .entry(key)
+            .await
+            .map_err(|e| format!("reading {key}: {e}"))?;
+        let (prev, revision) = match current {
+            Some(e) if e.operation == async_nats::jetstream::kv::Operation::Put => {
+                (fleet_state::decode(key, &e.value).ok(), Some(e.revision))
+            }
+            _ => (None, None),
+        };
+        let next =
+            serde_json::to_vec(&RouteState::after(prev, rec.clone())).map_err(|e| e.to_string())?;
+        let written = match revision {
+            Some(r) => kv
+                .update(key, next.into(), r)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            None => kv
+                .create(key, next.into())
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+        };
+        match written {
+            Ok(()) => return Ok(format!("{}/{key}", fleet_state::bucket(&args.cluster))),
+            Err(e) => log::debug!("fleet state: {key} changed under us ({e}); again"),
+        }
+    }
+    Err(format!("{key} kept changing while it was written"))
+}
+
+fn filter_text(f: &crate::control::Filter) -> String {
+    let mut parts: Vec<String> = f.facts.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    parts.extend(f.identities.iter().map(|i| format!("identity={i}")));
+    if parts.is_empty() {
+        "all".into()
+    } else {
+        parts.join(",")
+    }
+}
+
+fn print_records(args: &CtlArgs, records: &[Record]) {
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(records).unwrap_or_default()
+        );
+        return;
+    }
+    println!(
+        "{:<16} {:<7} {:<20} {:<12} {:<21} until",
+        "route", "action", "filter", "who", "at"
+    );
+    for r in records {
+        println!(
+            "{:<16} {:<7} {:<20} {:<12} {:<21} {}",
+            r.route.as_deref().unwrap_or("(all)"),
+            r.action,
+            filter_text(&r.filter),
+            r.who,
+            r.at,
+            r.until.as_deref().unwrap_or("-")
+        );
+    }
+}
+
+/// `ctl state`: the pauses in force, by route.
+pub async fn print_state(args: &CtlArgs, conn: &Connection) -> Result<u8, String> {
+    let js = async_nats::jetstream::new(conn.client.clone());
+    let kv = fleet_state::open_bucket(&js, &args.cluster).await?;
+    let mut keys = kv.keys().await.map_err(|e| format!("listing keys: {e}"))?;
+    let mut records = Vec::new();
+    while let Some(k) = keys.next().await {
+        let Ok(k) = k else { continue };
+        match kv.get(k.clone()).await {
+            Ok(Some(v)) => match fleet_state::decode(&k, &v) {
+                Ok(s) => records.extend(s.active),
+                Err(e) => eprintln!("{e}"),
+            },
+            Ok(None) => {}
+            Err(e) => eprintln!("fleet state key {k:?}: {e}"),
+        }
+    }
+    records.sort_by(|a, b| (&a.route, &a.at).cmp(&(&b.route, &b.at)));
+    print_records(args, &records);
+    Ok(0)
+}
+
+/// `ctl history ROUTE`: every recorded action on the route, oldest first.
+pub async fn print_history(args: &CtlArgs, conn: &Connection) -> Result<u8, String> {
+    let Some(route) = args.target.as_deref() else {
+        return Err("history needs a route".into());
+    };
+    let js = async_nats::jetstream::new(conn.client.clone());
+    let kv = fleet_state::open_bucket(&js, &args.cluster).await?;
+    let mut history = kv
+        .history(fleet_state::key(Some(route)))
+        .await
+        .map_err(|e| format!("history of {route}: {e}"))?;
+    let mut records = Vec::new();
+    while let Some(e) = history.next().await {
+        let Ok(e) = e else { continue };
+        if e.operation != async_nats::jetstream::kv::Operation::Put {
+            continue;
+        }
+        match fleet_state::decode(&e.key, &e.value) {
+            Ok(s) => records.push(s.last),
+            Err(err) => eprintln!("{err}"),
+        }
+    }
+    print_records(args, &records);
+    Ok(0)
+}
