@@ -38,6 +38,25 @@ impl BreakerAction {
     }
 }
 
+/// What made a breaker change state: its own traffic, the fleet (a fleet trip), or an
+/// operator. Carried by every transition event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    Local,
+    Fleet,
+    Operator,
+}
+
+impl Cause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::Local => "local",
+            Cause::Fleet => "fleet",
+            Cause::Operator => "operator",
+        }
+    }
+}
+
 /// The outcome of the last reload attempt.
 #[derive(Debug, Clone)]
 pub struct ReloadStatus {
@@ -143,24 +162,33 @@ impl Gateway {
         self.runtime.store(Arc::new(next));
     }
 
-    /// Reports a breaker transition: metrics, log, control-plane event.
+    /// Reports a breaker transition its own traffic caused: metrics, log, control-plane
+    /// event.
     pub fn on_transition(&self, route: &Route, t: Transition) {
+        self.on_transition_by(route, t, Cause::Local)
+    }
+
+    /// Reports a breaker transition and what caused it.
+    pub fn on_transition_by(&self, route: &Route, t: Transition, cause: Cause) {
         route.metrics.transition(t.to);
         let window = route.breaker.snapshot(&route.settings, t.at_ms).window;
         log::warn!(
-            "breaker {}: {} -> {} (window: {} requests, {} failed, {} slow)",
+            "breaker {}: {} -> {} ({}; window: {} requests, {} failed, {} slow)",
             route.name,
             t.from.as_str(),
             t.to.as_str(),
+            cause.as_str(),
             window.total,
             window.failures,
             window.slow
         );
         self.publish(ControlEvent::Breaker(serde_json::json!({
             "identity": self.identity,
+            "facts": self.facts,
             "route": route.name.as_ref(),
             "from": t.from.as_str(),
             "to": t.to.as_str(),
+            "cause": cause.as_str(),
             "at": humantime::format_rfc3339_millis(self.clock.wall(t.at_ms)).to_string(),
             "window": {
                 "total": window.total,
@@ -238,7 +266,7 @@ impl Gateway {
             };
             if let Some(t) = t {
                 log::info!("operator {action:?} on route {}", r.name);
-                self.on_transition(r, t);
+                self.on_transition_by(r, t, Cause::Operator);
             }
         }
         Some(targets)

@@ -579,6 +579,12 @@ impl Breaker {
         }
     }
 
+    /// Fleet trip: `closed` to `open`, as if this breaker had tripped; it recovers
+    /// through `half_open` on its own.
+    pub fn trip(&self, now_ms: u64) -> Option<Transition> {
+        self.move_to(State::Open, now_ms, |st| st == State::Closed)
+    }
+
     /// Operator reset: any state to `closed` with an empty window.
     pub fn reset(&self, now_ms: u64) -> Option<Transition> {
         let t = self.move_to(State::Closed, now_ms, |st| st != State::Closed);

@@ -753,3 +753,22 @@ fn a_pause_from_open_shows_no_retry_after() {
     let r = b.try_acquire(&s, 20).result.expect_err("paused");
     assert_eq!((r.state, r.retry_after_secs), (State::ForcedOpen, None));
 }
+
+#[test]
+fn a_fleet_trip_opens_a_closed_breaker_which_recovers_on_its_own() {
+    let s = settings();
+    let b = breaker(&s);
+    let t = b.trip(1_000).expect("closed -> open");
+    assert_eq!((t.from, t.to), (State::Closed, State::Open));
+    assert!(!admitted(&b, &s, 30_999));
+    assert_eq!(b.trip(2_000), None, "already open");
+    // Through half_open like any trip: the reset timeout runs from the trip.
+    let a = b.try_acquire(&s, 31_000);
+    assert_eq!(a.transition.map(|t| t.to), Some(State::HalfOpen));
+    let probe = a.result.expect("probe");
+    let t = b.record(probe, Outcome::success(1), &s, 31_000);
+    assert_eq!(t.map(|t| t.to), Some(State::Closed));
+    // A paused breaker is not tripped.
+    b.pause(40_000);
+    assert_eq!(b.trip(41_000), None);
+}

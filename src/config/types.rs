@@ -136,6 +136,29 @@ pub struct BreakerConfig {
     pub slow_call_rate_threshold: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mode: Option<BreakerMode>,
+    /// Fleet trips: open with the rest of the fleet (needs `[nats]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetTripConfig>,
+}
+
+/// `breaker.fleet`: when at least `quorum` gateways sharing this one's `scope` facts
+/// have reported the route open within its rolling window, a closed breaker opens too.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FleetTripConfig {
+    pub quorum: u32,
+    /// Fact names whose values a reporting gateway must share (`["dc"]`); empty: the
+    /// whole cluster.
+    pub scope: Vec<String>,
+}
+
+impl Default for FleetTripConfig {
+    fn default() -> Self {
+        FleetTripConfig {
+            quorum: 2,
+            scope: Vec::new(),
+        }
+    }
 }
 
 /// A failure status as written in `failure_statuses`: `502`, `"502"` or `"500-599"`.
@@ -496,6 +519,7 @@ impl BreakerConfig {
                 .slow_call_rate_threshold
                 .or(defaults.slow_call_rate_threshold),
             mode: self.mode.or(defaults.mode),
+            fleet: self.fleet.clone().or_else(|| defaults.fleet.clone()),
         }
     }
 }

@@ -178,6 +178,17 @@ pub fn validate(c: &Config) -> Vec<ConfigProblem> {
 }
 
 fn check_breaker(base: &str, b: &BreakerConfig, p: &mut impl FnMut(String, String)) {
+    if let Some(f) = &b.fleet {
+        if f.quorum < 1 {
+            p(format!("{base}.fleet.quorum"), "must be >= 1".into());
+        }
+        if f.scope.iter().any(|k| k.trim().is_empty()) {
+            p(
+                format!("{base}.fleet.scope"),
+                "fact names must not be empty".into(),
+            );
+        }
+    }
     let mut range = |key: &str, v: Option<u32>, lo: u32, hi: u32| {
         if let Some(v) = v {
             if v < lo {

@@ -7,6 +7,7 @@
 
 pub mod connect;
 pub mod fleet_state;
+pub mod fleet_trips;
 pub mod service;
 pub mod url;
 

@@ -100,10 +100,25 @@ impl BackgroundService for ControlPlane {
             gw.identity,
             read_subject(cluster).trim_end_matches(".read")
         );
+        // The fleet's breaker events, for fleet trips; without them breakers stay local.
+        let mut fleet_events = match client.subscribe(breaker_events_subject(cluster)).await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                log::warn!("control plane: no fleet trips: cannot subscribe to events: {e}");
+                None
+            }
+        };
+        let mut trips = super::fleet_trips::FleetTrips::new(gw.clone());
         loop {
             let (message, channel) = tokio::select! {
                 m = reads.next() => (m, Channel::Read),
                 m = writes.next() => (m, Channel::Write),
+                Some(m) = next_event(&mut fleet_events) => {
+                    if let Ok(event) = serde_json::from_slice::<serde_json::Value>(&m.payload) {
+                        trips.on_event(&event, std::time::Instant::now());
+                    }
+                    continue;
+                }
                 e = events.recv() => {
                     if let Some(e) = e {
                         let (subject, body) = match e {
@@ -153,6 +168,14 @@ impl BackgroundService for ControlPlane {
                 }
             });
         }
+    }
+}
+
+/// The next fleet event, or never when there is no subscription.
+async fn next_event(sub: &mut Option<async_nats::Subscriber>) -> Option<async_nats::Message> {
+    match sub {
+        Some(s) => s.next().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -9,6 +9,15 @@ use std::time::SystemTime;
 /// Attempts at the compare-and-set of a key before giving up.
 const CAS_ATTEMPTS: usize = 5;
 
+/// How long a JetStream request may take before the fleet state counts as unavailable.
+const JS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+fn jetstream(conn: &Connection) -> async_nats::jetstream::Context {
+    let mut js = async_nats::jetstream::new(conn.client.clone());
+    js.set_timeout(JS_TIMEOUT);
+    js
+}
+
 /// Who acted: `--as`, else the NATS user, else the OS user.
 fn who(args: &CtlArgs, conn: &Connection) -> String {
     args.as_name
@@ -37,7 +46,7 @@ pub fn record_of(args: &CtlArgs, who: String, now: SystemTime) -> Record {
 
 /// Records the action as desired state; `Ok` names where.
 pub async fn store(args: &CtlArgs, conn: &Connection) -> Result<String, String> {
-    let js = async_nats::jetstream::new(conn.client.clone());
+    let js = jetstream(conn);
     let kv = fleet_state::open_bucket(&js, &args.cluster).await?;
     let rec = record_of(args, who(args, conn), SystemTime::now());
     let key = fleet_state::key(args.target.as_deref());
@@ -111,7 +120,7 @@ fn print_records(args: &CtlArgs, records: &[Record]) {
 
 /// `ctl state`: the pauses in force, by route.
 pub async fn print_state(args: &CtlArgs, conn: &Connection) -> Result<u8, String> {
-    let js = async_nats::jetstream::new(conn.client.clone());
+    let js = jetstream(conn);
     let kv = fleet_state::open_bucket(&js, &args.cluster).await?;
     let mut keys = kv.keys().await.map_err(|e| format!("listing keys: {e}"))?;
     let mut records = Vec::new();
@@ -136,7 +145,7 @@ pub async fn print_history(args: &CtlArgs, conn: &Connection) -> Result<u8, Stri
     let Some(route) = args.target.as_deref() else {
         return Err("history needs a route".into());
     };
-    let js = async_nats::jetstream::new(conn.client.clone());
+    let js = jetstream(conn);
     let kv = fleet_state::open_bucket(&js, &args.cluster).await?;
     let mut history = kv
         .history(fleet_state::key(Some(route)))

@@ -329,9 +329,13 @@ async fn run_async(args: &CtlArgs) -> Result<u8, String> {
     }
     let gathered = collect(args, &conn).await?;
     if crate::control::fleet_state::is_recorded(&args.action) {
-        match fleet::store(args, &conn).await {
-            Ok(at) => eprintln!("fleet state: recorded in {at}"),
-            Err(e) => eprintln!("fleet state: not stored: {e}"),
+        if !gathered.server_errors.is_empty() {
+            eprintln!("fleet state: not stored: the server refused the action");
+        } else {
+            match fleet::store(args, &conn).await {
+                Ok(at) => eprintln!("fleet state: recorded in {at}"),
+                Err(e) => eprintln!("fleet state: not stored: {e}"),
+            }
         }
     }
     Ok(report(args, &gathered))

@@ -258,6 +258,7 @@ fn effective_breaker_config(merged: &BreakerConfig, s: &breaker::Settings) -> Br
         slow_call_duration: Some(Dur::from_millis(s.slow_call_ms)),
         slow_call_rate_threshold: Some(s.slow_call_rate_threshold),
         mode: Some(s.mode),
+        fleet: merged.fleet.clone(),
     }
 }
 
