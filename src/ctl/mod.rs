@@ -11,8 +11,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-/// After the last new pong, how long to wait for more instances to show up.
+/// After the last new pong, how long to wait for more instances to show up: four times
+/// the first pong's round trip plus half of `MIN_QUIET`, within these bounds.
 const DISCOVERY_QUIET: Duration = Duration::from_millis(300);
+const MIN_QUIET: Duration = Duration::from_millis(100);
+
+/// The shortest sleep of the gathering loop.
+const MIN_WAKE: Duration = Duration::from_millis(5);
 
 /// Everything `fusegate ctl` was asked.
 #[derive(Debug, Clone)]
@@ -171,13 +176,17 @@ pub async fn collect(args: &CtlArgs, conn: &Connection) -> Result<Gathered, Stri
         .map_err(publish_err)?;
     client.flush().await.map_err(|e| format!("flush: {e}"))?;
 
-    let deadline = tokio::time::Instant::now() + args.timeout;
+    let sent_at = tokio::time::Instant::now();
+    let deadline = sent_at + args.timeout;
     let mut discovered = BTreeSet::new();
     let mut last_new_pong: Option<tokio::time::Instant> = None;
+    // How long no new gateway must show up before discovery counts as complete: a few
+    // times the first pong's round trip, within bounds.
+    let mut quiet = DISCOVERY_QUIET;
     let mut replies: Vec<Reply> = Vec::new();
     loop {
         let answered: BTreeSet<&str> = replies.iter().map(|r| r.identity.as_str()).collect();
-        let settled = last_new_pong.is_some_and(|t| t.elapsed() >= DISCOVERY_QUIET);
+        let settled = last_new_pong.is_some_and(|t| t.elapsed() >= quiet);
         if settled
             && discovered
                 .iter()
@@ -185,14 +194,23 @@ pub async fn collect(args: &CtlArgs, conn: &Connection) -> Result<Gathered, Stri
         {
             break;
         }
-        let quiet_check = tokio::time::sleep(DISCOVERY_QUIET / 3);
+        let wake = last_new_pong
+            .map_or(deadline, |t| {
+                (t + quiet).max(tokio::time::Instant::now() + MIN_WAKE)
+            })
+            .min(deadline);
         tokio::select! {
             _ = tokio::time::sleep_until(deadline) => break,
-            _ = quiet_check => {}
+            _ = tokio::time::sleep_until(wake) => {}
             Some(m) = pongs.next() => {
                 if let Ok(r) = serde_json::from_slice::<Reply>(&m.payload) {
+                    let now = tokio::time::Instant::now();
+                    if discovered.is_empty() {
+                        quiet = (now.duration_since(sent_at) * 4 + MIN_QUIET / 2)
+                            .clamp(MIN_QUIET, DISCOVERY_QUIET);
+                    }
                     if discovered.insert(r.identity) {
-                        last_new_pong = Some(tokio::time::Instant::now());
+                        last_new_pong = Some(now);
                     }
                 }
             }
