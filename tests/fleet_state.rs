@@ -11,18 +11,29 @@ use std::time::Duration;
 /// A nats-server on loopback, with JetStream (store in a temp dir) or without.
 struct Server {
     port: u16,
-    child: Child,
-    _store: tempfile::TempDir,
+    jetstream: bool,
+    child: Option<Child>,
+    store: tempfile::TempDir,
 }
 
 impl Server {
     fn start(jetstream: bool) -> Server {
-        let port = free_port();
-        let store = tempfile::tempdir().unwrap();
+        let mut s = Server {
+            port: free_port(),
+            jetstream,
+            child: None,
+            store: tempfile::tempdir().unwrap(),
+        };
+        s.restart();
+        s
+    }
+
+    /// Starts (again) on the same port with the same store.
+    fn restart(&mut self) {
         let mut cmd = Command::new("nats-server");
-        cmd.args(["-a", "127.0.0.1", "-p", &port.to_string()]);
-        if jetstream {
-            cmd.arg("-js").arg("-sd").arg(store.path());
+        cmd.args(["-a", "127.0.0.1", "-p", &self.port.to_string()]);
+        if self.jetstream {
+            cmd.arg("-js").arg("-sd").arg(self.store.path());
         }
         let child = cmd
             .stdout(Stdio::null())
@@ -31,13 +42,17 @@ impl Server {
             .unwrap_or_else(|e| {
                 panic!("cannot start nats-server ({e}); scripts/setup.sh installs it")
             });
+        self.child = Some(child);
+        let port = self.port;
         wait_until("nats-server to listen", Duration::from_secs(10), || {
             TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
-        Server {
-            port,
-            child,
-            _store: store,
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
         }
     }
 
@@ -48,8 +63,7 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 
@@ -250,4 +264,34 @@ fn a_corrupt_value_is_ignored_with_a_warning_and_the_rest_applied() {
         log.contains("fleet state key \"search\" is unreadable"),
         "{log}"
     );
+}
+
+#[test]
+fn with_nats_down_at_start_the_gateway_is_ready_and_applies_the_state_once_connected() {
+    let mut server = Server::start(true);
+    let c = cluster();
+    // A pause recorded while no gateway runs (ctl says none answered, and records it).
+    let url = server.url();
+    let (code, _, err) = ctl(&[
+        "--nats",
+        &url,
+        "--cluster",
+        &c,
+        "--timeout",
+        "1s",
+        "pause",
+        "catalog",
+    ]);
+    assert_eq!(code, 1, "no gateway answered");
+    assert!(err.contains("fleet state: recorded"), "{err}");
+    server.stop();
+
+    let up = Upstream::start("catalog");
+    let gw = gateway(&server, &c, "gw-late", "DC1", &up);
+    wait_ready(&gw);
+    assert_eq!(state(&gw, "catalog"), "closed");
+    assert_eq!(gw.get("/api/catalog/x").status, 200, "serving without NATS");
+
+    server.restart();
+    wait_state(&gw, "catalog", "forced_open");
 }
