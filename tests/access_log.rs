@@ -3,10 +3,9 @@
 
 mod common;
 
-use common::{bin, request, wait_until, Gateway, Upstream};
+use common::{check_config, request, wait_until, Gateway, Upstream};
 use serde_json::Value;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 /// The JSON lines of an access-log file, once it has at least `n`.
@@ -215,13 +214,8 @@ fn an_unwritable_path_fails_check_and_a_reload_keeps_the_old_log() {
         ),
     )
     .unwrap();
-    let out = Command::new(bin())
-        .args(["check", "-c"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, err) = check_config(&cfg);
+    assert_eq!(code, 1, "{err}");
     assert!(err.contains("access_log.path"), "{err}");
 
     let good = dir.path().join("access.log");

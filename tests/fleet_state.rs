@@ -3,67 +3,32 @@
 
 mod common;
 
-use common::{ctl, free_port, wait_until, Gateway, Upstream};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use common::{ctl, wait_until, Gateway, Nats, Upstream};
 use std::time::Duration;
 
-/// A nats-server on loopback, with JetStream (store in a temp dir) or without.
+/// A nats-server with JetStream, its store in a temp dir that outlives restarts.
 struct Server {
-    port: u16,
-    jetstream: bool,
-    child: Option<Child>,
-    store: tempfile::TempDir,
+    nats: Nats,
+    _store: tempfile::TempDir,
 }
 
 impl Server {
     fn start(jetstream: bool) -> Server {
-        let mut s = Server {
-            port: free_port(),
-            jetstream,
-            child: None,
-            store: tempfile::tempdir().unwrap(),
+        let store = tempfile::tempdir().unwrap();
+        let dir = store.path().display().to_string();
+        let nats = if jetstream {
+            Nats::start_args(&["-js", "-sd", &dir])
+        } else {
+            Nats::start_args(&[])
         };
-        s.restart();
-        s
-    }
-
-    /// Starts (again) on the same port with the same store.
-    fn restart(&mut self) {
-        let mut cmd = Command::new("nats-server");
-        cmd.args(["-a", "127.0.0.1", "-p", &self.port.to_string()]);
-        if self.jetstream {
-            cmd.arg("-js").arg("-sd").arg(self.store.path());
-        }
-        let child = cmd
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start nats-server ({e}); scripts/setup.sh installs it")
-            });
-        self.child = Some(child);
-        let port = self.port;
-        wait_until("nats-server to listen", Duration::from_secs(10), || {
-            TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+        Server {
+            nats,
+            _store: store,
         }
     }
 
     fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop();
+        self.nats.url()
     }
 }
 
@@ -284,7 +249,7 @@ fn with_nats_down_at_start_the_gateway_is_ready_and_applies_the_state_once_conne
     ]);
     assert_eq!(code, 1, "no gateway answered");
     assert!(err.contains("fleet state: recorded"), "{err}");
-    server.stop();
+    server.nats.stop();
 
     let up = Upstream::start("catalog");
     let gw = gateway(&server, &c, "gw-late", "DC1", &up);
@@ -292,6 +257,6 @@ fn with_nats_down_at_start_the_gateway_is_ready_and_applies_the_state_once_conne
     assert_eq!(state(&gw, "catalog"), "closed");
     assert_eq!(gw.get("/api/catalog/x").status, 200, "serving without NATS");
 
-    server.restart();
+    server.nats.restart();
     wait_state(&gw, "catalog", "forced_open");
 }

@@ -5,10 +5,8 @@
 
 mod common;
 
-use common::{bin, ctl, free_port, wait_until, Gateway, Nats, Upstream};
-use std::net::TcpStream;
+use common::{check_config, ctl, free_port, wait_until, Gateway, Nats, Upstream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 fn cluster_name() -> String {
@@ -89,16 +87,8 @@ fn credentials_in_the_url_log_in_and_are_never_printed() {
 
 #[test]
 fn a_token_in_the_url_logs_in() {
-    let port = free_port();
-    let mut server = spawn_nats(&[
-        "-a",
-        "127.0.0.1",
-        "-p",
-        &port.to_string(),
-        "--auth",
-        "s3cr3t-t0ken",
-    ]);
-    wait_listen(port);
+    let server = Nats::start_args(&["--auth", "s3cr3t-t0ken"]);
+    let port = server.port;
     let up = Upstream::start("catalog");
     let c = cluster_name();
     let gw = gateway_with(
@@ -120,8 +110,6 @@ fn a_token_in_the_url_logs_in() {
         format!("nats://***@127.0.0.1:{port}")
     );
     assert!(!gw.stderr().contains("s3cr3t-t0ken"));
-    let _ = server.kill();
-    let _ = server.wait();
 }
 
 #[test]
@@ -137,13 +125,8 @@ fn a_bad_server_list_is_a_config_error_that_names_the_key() {
             format!("[routes.catalog]\nupstreams = [\"127.0.0.1:9\"]\n\n[nats]\nurl = \"{url}\"\n"),
         )
         .unwrap();
-        let out = Command::new(bin())
-            .args(["check", "-c"])
-            .arg(&cfg)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{err}");
+        let (code, err) = check_config(&cfg);
+        assert_eq!(code, 1, "{err}");
         assert!(err.contains("nats.url"), "{err}");
         if !hidden.is_empty() {
             assert!(!err.contains(hidden), "{err}");
@@ -151,79 +134,29 @@ fn a_bad_server_list_is_a_config_error_that_names_the_key() {
     }
 }
 
-/// One server of a three-server NATS cluster on loopback.
-struct Node {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl Node {
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn spawn_nats(args: &[&str]) -> Child {
-    Command::new("nats-server")
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("cannot start nats-server ({e}); `bash scripts/setup.sh` installs it")
-        })
-}
-
-fn wait_listen(port: u16) {
-    wait_until("nats-server to listen", Duration::from_secs(10), || {
-        TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-}
-
-fn start_cluster() -> Vec<Node> {
-    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
-    let nodes: Vec<Node> = ports
-        .iter()
-        .enumerate()
-        .map(|(i, (client, route))| {
-            let routes = ports
+/// Three nats-servers routed into one NATS cluster on loopback.
+fn start_cluster() -> Vec<Nats> {
+    let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    (0..3)
+        .map(|i| {
+            let others = routes
                 .iter()
                 .enumerate()
                 .filter(|(j, _)| *j != i)
-                .map(|(_, (_, r))| format!("nats://127.0.0.1:{r}"))
+                .map(|(_, r)| format!("nats://127.0.0.1:{r}"))
                 .collect::<Vec<_>>()
                 .join(",");
-            let child = spawn_nats(&[
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &client.to_string(),
+            let me = format!("nats://127.0.0.1:{}", routes[i]);
+            Nats::start_args(&[
                 "--cluster_name",
                 "fg",
                 "--cluster",
-                &format!("nats://127.0.0.1:{route}"),
+                &me,
                 "--routes",
-                &routes,
-            ]);
-            Node {
-                port: *client,
-                child: Some(child),
-            }
+                &others,
+            ])
         })
-        .collect();
-    for n in &nodes {
-        wait_listen(n.port);
-    }
-    nodes
+        .collect()
 }
 
 #[test]
@@ -312,13 +245,8 @@ fn make_pki(dir: &Path) -> Pki {
 fn nats_over_tls_with_client_certificates_required() {
     let dir = tempfile::tempdir().unwrap();
     let pki = make_pki(dir.path());
-    let port = free_port();
     let s = |p: &Path| p.display().to_string();
-    let mut server = spawn_nats(&[
-        "-a",
-        "127.0.0.1",
-        "-p",
-        &port.to_string(),
+    let server = Nats::start_args(&[
         "--tlsverify",
         "--tlscert",
         &s(&pki.server_cert),
@@ -327,7 +255,7 @@ fn nats_over_tls_with_client_certificates_required() {
         "--tlscacert",
         &s(&pki.ca),
     ]);
-    wait_listen(port);
+    let port = server.port;
     let up = Upstream::start("catalog");
     let c = cluster_name();
     let url = format!("tls://127.0.0.1:{port}");
@@ -373,6 +301,4 @@ fn nats_over_tls_with_client_certificates_required() {
         "ping",
     ]);
     assert_eq!(code, 1, "{out}{err}");
-    let _ = server.kill();
-    let _ = server.wait();
 }

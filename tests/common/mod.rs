@@ -568,6 +568,19 @@ impl Drop for Gateway {
     }
 }
 
+/// Runs `fusegate check -c path`: exit code and standard error.
+pub fn check_config(path: &std::path::Path) -> (i32, String) {
+    let out = Command::new(bin())
+        .args(["check", "-c"])
+        .arg(path)
+        .output()
+        .expect("run fusegate check");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// A response, whatever its status.
 #[derive(Debug)]
 pub struct Resp {
@@ -748,16 +761,23 @@ impl<R: Send + 'static> Traffic<R> {
 pub struct Nats {
     pub port: u16,
     child: Option<Child>,
-    conf: PathBuf,
+    /// The server's flags besides address and port.
+    args: Vec<String>,
 }
 
 impl Nats {
+    /// With the shipped `config/nats-server.conf` (its users and permissions).
     pub fn start() -> Nats {
         let conf = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/nats-server.conf");
+        Self::start_args(&["-c", &conf.display().to_string()])
+    }
+
+    /// With these flags instead (`-js -sd DIR`, `--auth TOKEN`, TLS or cluster flags).
+    pub fn start_args(args: &[&str]) -> Nats {
         let mut n = Nats {
             port: free_port(),
             child: None,
-            conf,
+            args: args.iter().map(|a| a.to_string()).collect(),
         };
         n.restart();
         n
@@ -770,8 +790,7 @@ impl Nats {
     /// Starts (again) on the same port.
     pub fn restart(&mut self) {
         let child = Command::new("nats-server")
-            .arg("-c")
-            .arg(&self.conf)
+            .args(&self.args)
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
