@@ -100,14 +100,11 @@ impl BackgroundService for ControlPlane {
             gw.identity,
             read_subject(cluster).trim_end_matches(".read")
         );
-        // The fleet's breaker events, for fleet trips; without them breakers stay local.
-        let mut fleet_events = match client.subscribe(breaker_events_subject(cluster)).await {
-            Ok(s) => Some(s),
-            Err(e) => {
-                log::warn!("control plane: no fleet trips: cannot subscribe to events: {e}");
-                None
-            }
-        };
+        // The fleet's breaker events, for fleet trips, heard only while some route has
+        // `breaker.fleet` (looked at again after each reload): a fleet of N gateways
+        // hearing each other's events is N x N messages.
+        let mut fleet_events = None;
+        follow_fleet_events(&gw, &client, cluster, &mut fleet_events).await;
         let mut trips = super::fleet_trips::FleetTrips::new(gw.clone());
         loop {
             let (message, channel) = tokio::select! {
@@ -123,7 +120,11 @@ impl BackgroundService for ControlPlane {
                     if let Some(e) = e {
                         let (subject, body) = match e {
                             ControlEvent::Breaker(v) => (breaker_events_subject(cluster), v),
-                            ControlEvent::Config(v) => (config_events_subject(cluster), v),
+                            ControlEvent::Config(v) => {
+                                follow_fleet_events(&gw, &client, cluster, &mut fleet_events)
+                                    .await;
+                                (config_events_subject(cluster), v)
+                            }
                         };
                         if let Err(err) = client.publish(subject, body.to_string().into()).await {
                             log::debug!("event not published: {err}");
@@ -168,6 +169,29 @@ impl BackgroundService for ControlPlane {
                 }
             });
         }
+    }
+}
+
+/// Subscribes to the cluster's breaker events while a route of the table in force has
+/// fleet trips, and unsubscribes when none has.
+async fn follow_fleet_events(
+    gw: &Gateway,
+    client: &async_nats::Client,
+    cluster: &str,
+    sub: &mut Option<async_nats::Subscriber>,
+) {
+    let wanted = gw
+        .runtime()
+        .routes
+        .iter()
+        .any(|r| r.breaker_config.fleet.is_some());
+    match (wanted, sub.is_some()) {
+        (true, false) => match client.subscribe(breaker_events_subject(cluster)).await {
+            Ok(s) => *sub = Some(s),
+            Err(e) => log::warn!("control plane: no fleet trips: cannot subscribe to events: {e}"),
+        },
+        (false, true) => *sub = None,
+        _ => {}
     }
 }
 
