@@ -147,6 +147,7 @@ fn main() -> ExitCode {
                 target,
                 for_duration,
                 as_name,
+                fleet_state: from_config.as_ref().is_some_and(|n| n.fleet_state),
             };
             ExitCode::from(fusegate::ctl::run(&args))
         }

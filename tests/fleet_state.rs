@@ -65,6 +65,35 @@ fn wait_ready(gw: &Gateway) {
     });
 }
 
+/// Runs ctl with a config file that sets `nats.fleet_state` (so it records even before
+/// any gateway has made the bucket): exit code, stdout, stderr.
+fn ctl_configured(server: &Server, cluster: &str, rest: &[&str]) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("ctl.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[routes.catalog]\nupstreams = [\"127.0.0.1:9\"]\n\n[nats]\nurl = \"{}\"\ncluster = \"{cluster}\"\nfleet_state = true\n",
+            server.url()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(common::bin())
+        .arg("ctl")
+        .arg("-c")
+        .arg(&cfg)
+        .args(["--timeout", "1s"])
+        .args(rest)
+        .env_remove("FUSEGATE_CONFIG")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Runs ctl against the server; panics unless it exits 0.
 fn ok_ctl(server: &Server, cluster: &str, rest: &[&str]) -> (String, String) {
     let url = server.url();
@@ -172,7 +201,11 @@ fn a_pause_for_a_while_ends_by_itself() {
         "{state_out}"
     );
     wait_state(&gw, "search", "closed");
-    assert!(gw.stderr().contains("has run its time"), "{}", gw.stderr());
+    assert!(
+        gw.stderr().contains("the pause of search has ended"),
+        "{}",
+        gw.stderr()
+    );
 }
 
 #[test]
@@ -192,10 +225,15 @@ fn without_jetstream_ctl_still_acts_and_says_the_state_was_not_stored() {
                 p["healthy"] == false && p["error"].as_str().unwrap_or("").contains("JetStream")
             })
     });
-    let (out, err) = ok_ctl(&server, &c, &["pause", "catalog"]);
+    let (code, out, err) = ctl_configured(&server, &c, &["pause", "catalog"]);
+    assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("Managed 1 gateway(s)"), "{out}");
     assert!(err.contains("fleet state: not stored"), "{err}");
     wait_state(&gw, "catalog", "forced_open");
+    // Without the config saying so, and no bucket, ctl does not try (nor complain).
+    let (_, err) = ok_ctl(&server, &c, &["resume", "catalog"]);
+    assert!(!err.contains("fleet state"), "{err}");
+    wait_state(&gw, "catalog", "closed");
 }
 
 #[test]
@@ -236,17 +274,7 @@ fn with_nats_down_at_start_the_gateway_is_ready_and_applies_the_state_once_conne
     let mut server = Server::start(true);
     let c = cluster();
     // A pause recorded while no gateway runs (ctl says none answered, and records it).
-    let url = server.url();
-    let (code, _, err) = ctl(&[
-        "--nats",
-        &url,
-        "--cluster",
-        &c,
-        "--timeout",
-        "1s",
-        "pause",
-        "catalog",
-    ]);
+    let (code, _, err) = ctl_configured(&server, &c, &["pause", "catalog"]);
     assert_eq!(code, 1, "no gateway answered");
     assert!(err.contains("fleet state: recorded"), "{err}");
     server.nats.stop();
@@ -259,4 +287,44 @@ fn with_nats_down_at_start_the_gateway_is_ready_and_applies_the_state_once_conne
 
     server.nats.restart();
     wait_state(&gw, "catalog", "forced_open");
+}
+
+#[test]
+fn a_pause_of_every_route_and_a_route_pause_end_as_each_should() {
+    let server = Server::start(true);
+    let up = Upstream::start("catalog");
+    let c = cluster();
+    let gw = gateway(&server, &c, "gw-all", "DC1", &up);
+    wait_ready(&gw);
+    ok_ctl(&server, &c, &["pause"]);
+    ok_ctl(&server, &c, &["pause", "catalog", "--for", "1s"]);
+    wait_state(&gw, "search", "forced_open");
+    wait_state(&gw, "catalog", "forced_open");
+    // The route's own pause runs out; the pause of every route still holds it.
+    wait_until("the route pause to end", Duration::from_secs(10), || {
+        !ok_ctl(&server, &c, &["state"]).0.contains("catalog")
+    });
+    // Held over the follower's next ticks (one a second).
+    for _ in 0..15 {
+        assert_eq!(state(&gw, "catalog"), "forced_open");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // A resume of every route ends the route pauses too, also after a restart.
+    ok_ctl(&server, &c, &["pause", "catalog"]);
+    ok_ctl(&server, &c, &["resume"]);
+    wait_state(&gw, "catalog", "closed");
+    wait_state(&gw, "search", "closed");
+    drop(gw);
+    let gw = gateway(&server, &c, "gw-all", "DC1", &up);
+    wait_ready(&gw);
+    assert_eq!(state(&gw, "catalog"), "closed");
+    assert_eq!(state(&gw, "search"), "closed");
+    let (out, _) = ok_ctl(&server, &c, &["history", "catalog"]);
+    let actions: Vec<&str> = out
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().nth(1).unwrap_or(""))
+        .collect();
+    assert_eq!(actions, ["pause", "pause", "pause", "resume"], "{out}");
 }

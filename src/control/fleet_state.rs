@@ -103,22 +103,6 @@ impl RouteState {
             .iter()
             .any(|r| r.filter.matches(identity, facts) && !r.expired(now))
     }
-
-    /// The last action, when it was a resume or reset meant for this gateway.
-    pub fn release_for(
-        &self,
-        identity: &str,
-        facts: &BTreeMap<String, String>,
-    ) -> Option<BreakerAction> {
-        if !self.last.filter.matches(identity, facts) {
-            return None;
-        }
-        match self.last.action.as_str() {
-            "resume" => Some(BreakerAction::Resume),
-            "reset" => Some(BreakerAction::Reset),
-            _ => None,
-        }
-    }
 }
 
 /// Reads a stored value; the error names the key.
@@ -134,19 +118,25 @@ const TICK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A gateway's side: applies the bucket's desired state to itself, as it was at start
 /// (or reconnect) and as it changes; ends pauses whose time is up.
+///
+/// It reconciles per route: a route is to be held paused when its own key or the `_all`
+/// key holds a pause meant for this gateway; a route that is so held and no longer should
+/// be is resumed. Only pause and resume are ever applied from the bucket (the `ctl` that
+/// recorded an action has already applied it directly), so nothing is done twice.
 pub struct Follower {
     gateway: std::sync::Arc<crate::gateway::Gateway>,
-    /// What the fleet state holds paused here, by key; and the last state of each key.
-    paused: BTreeMap<String, bool>,
+    /// The last state of each key.
     states: BTreeMap<String, RouteState>,
+    /// The routes the fleet state holds paused here.
+    held: std::collections::BTreeSet<String>,
 }
 
 impl Follower {
     pub fn new(gateway: std::sync::Arc<crate::gateway::Gateway>) -> Self {
         Follower {
             gateway,
-            paused: BTreeMap::new(),
             states: BTreeMap::new(),
+            held: std::collections::BTreeSet::new(),
         }
     }
 
@@ -177,26 +167,41 @@ impl Follower {
     ) -> Result<(), String> {
         use futures_util::StreamExt;
         let store = open_bucket(js, cluster).await?;
+        // Everything written after this sequence is watched; what is written while the
+        // keys are read is read and watched both, which is harmless.
+        let last = store
+            .status()
+            .await
+            .map_err(|e| format!("bucket status: {e}"))?
+            .info
+            .state
+            .last_sequence;
         let mut keys = store
             .keys()
             .await
             .map_err(|e| format!("listing keys: {e}"))?;
-        let mut latest = 0;
+        let mut states = BTreeMap::new();
         while let Some(k) = keys.next().await {
             let Ok(k) = k else { continue };
             match store.entry(k.clone()).await {
-                Ok(Some(e)) => {
-                    latest = latest.max(e.revision);
-                    self.on_value(&e.key, &e.value, false);
+                Ok(Some(e)) if e.operation == async_nats::jetstream::kv::Operation::Put => {
+                    match decode(&e.key, &e.value) {
+                        Ok(s) => {
+                            states.insert(e.key, s);
+                        }
+                        Err(err) => log::warn!("{err}; ignored"),
+                    }
                 }
-                Ok(None) => {}
+                Ok(_) => {}
                 Err(err) => log::warn!("fleet state key {k:?}: {err}"),
             }
         }
+        self.states = states;
+        self.reconcile(SystemTime::now());
         self.gateway.set_fleet_state_error(None);
         self.gateway.fleet_state_settled();
         let mut watch = store
-            .watch_all_from_revision(latest + 1)
+            .watch_all_from_revision(last + 1)
             .await
             .map_err(|e| format!("watching: {e}"))?;
         let mut tick = tokio::time::interval(TICK);
@@ -204,17 +209,22 @@ impl Follower {
         loop {
             tokio::select! {
                 e = watch.next() => match e {
-                    Some(Ok(e)) => match e.operation {
-                        async_nats::jetstream::kv::Operation::Put => {
-                            self.on_value(&e.key, &e.value, true)
+                    Some(Ok(e)) => {
+                        match e.operation {
+                            async_nats::jetstream::kv::Operation::Put => {
+                                self.on_value(&e.key, &e.value)
+                            }
+                            _ => {
+                                self.states.remove(&e.key);
+                            }
                         }
-                        _ => self.on_removed(&e.key),
-                    },
+                        self.reconcile(SystemTime::now());
+                    }
                     Some(Err(err)) => return Err(format!("watch: {err}")),
                     None => return Ok(()),
                 },
                 _ = tick.tick() => {
-                    self.on_tick(SystemTime::now());
+                    self.reconcile(SystemTime::now());
                     let connected = matches!(
                         client.connection_state(),
                         async_nats::connection::State::Connected
@@ -228,13 +238,8 @@ impl Follower {
         }
     }
 
-    fn route_of(key: &str) -> Option<&str> {
-        (key != ALL_ROUTES).then_some(key)
-    }
-
-    /// A key's new value. `live`: a change seen as it happened (a resume or reset is then
-    /// applied even to a route this follower did not pause).
-    fn on_value(&mut self, key: &str, value: &[u8], live: bool) {
+    /// A key's new value, seen as it was written.
+    fn on_value(&mut self, key: &str, value: &[u8]) {
         let state = match decode(key, value) {
             Ok(s) => s,
             Err(e) => {
@@ -243,57 +248,59 @@ impl Follower {
             }
         };
         let gw = &self.gateway;
-        let want = state.paused_for(&gw.identity, &gw.facts, SystemTime::now());
-        let had = self.paused.get(key).copied().unwrap_or(false);
-        let release = state.release_for(&gw.identity, &gw.facts);
-        match (want, had) {
-            (true, false) => self.act(key, BreakerAction::Pause),
-            (false, true) => self.act(key, release.unwrap_or(BreakerAction::Resume)),
-            (false, false) if live => {
-                if let Some(a) = release {
-                    self.act(key, a);
-                }
-            }
-            _ => {}
+        // The ctl that recorded a pause applied it directly to the gateways it reached:
+        // from now on the fleet state holds those routes, and ends their pause with it
+        // (also when it arrives with its time already up).
+        if state.last.action == "pause" && state.last.filter.matches(&gw.identity, &gw.facts) {
+            self.held.extend(self.routes_of(key));
         }
-        self.paused.insert(key.to_string(), want);
         self.states.insert(key.to_string(), state);
     }
 
-    fn on_removed(&mut self, key: &str) {
-        if self.paused.remove(key).unwrap_or(false) {
-            self.act(key, BreakerAction::Resume);
-        }
-        self.states.remove(key);
-    }
-
-    /// Ends the pauses whose time is up.
-    fn on_tick(&mut self, now: SystemTime) {
-        let gw = self.gateway.clone();
-        let ended: Vec<String> = self
-            .states
+    /// The routes a key is about, among this gateway's.
+    fn routes_of(&self, key: &str) -> Vec<String> {
+        let runtime = self.gateway.runtime();
+        runtime
+            .routes
             .iter()
-            .filter(|(k, s)| {
-                self.paused.get(*k).copied().unwrap_or(false)
-                    && !s.paused_for(&gw.identity, &gw.facts, now)
-            })
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in ended {
-            log::info!("fleet state: the pause of {k} has run its time");
-            self.act(&k, BreakerAction::Resume);
-            self.paused.insert(k, false);
+            .map(|r| r.name.to_string())
+            .filter(|name| key == ALL_ROUTES || name == key)
+            .collect()
+    }
+
+    /// Whether the fleet state holds `route` paused here at `now`.
+    fn wanted(&self, route: &str, now: SystemTime) -> bool {
+        let gw = &self.gateway;
+        [route, ALL_ROUTES].iter().any(|k| {
+            self.states
+                .get(*k)
+                .is_some_and(|s| s.paused_for(&gw.identity, &gw.facts, now))
+        })
+    }
+
+    /// Pauses what the fleet state wants paused and is not yet, resumes what it held and
+    /// no longer wants.
+    fn reconcile(&mut self, now: SystemTime) {
+        for route in self.routes_of(ALL_ROUTES) {
+            match (self.wanted(&route, now), self.held.contains(&route)) {
+                (true, false) => {
+                    self.act(&route, BreakerAction::Pause);
+                    self.held.insert(route);
+                }
+                (false, true) => {
+                    log::info!("fleet state: the pause of {route} has ended");
+                    self.act(&route, BreakerAction::Resume);
+                    self.held.remove(&route);
+                }
+                _ => {}
+            }
         }
     }
 
-    fn act(&self, key: &str, action: BreakerAction) {
-        let route = Self::route_of(key);
-        log::info!(
-            "fleet state: {action:?} on {}",
-            route.unwrap_or("every route")
-        );
-        if self.gateway.breaker_action(route, action).is_none() {
-            log::debug!("fleet state: no route {key} here");
+    fn act(&self, route: &str, action: BreakerAction) {
+        log::info!("fleet state: {action:?} on {route}");
+        if self.gateway.breaker_action(Some(route), action).is_none() {
+            log::debug!("fleet state: no route {route} here");
         }
     }
 }
@@ -377,11 +384,6 @@ mod tests {
         let s = RouteState::after(Some(s), rec("resume", &[("dc", "DC1")], None));
         assert!(!s.paused_for("gw", &facts("DC1"), now));
         assert!(s.paused_for("gw", &facts("DC2"), now));
-        assert_eq!(
-            s.release_for("gw", &facts("DC1")),
-            Some(BreakerAction::Resume)
-        );
-        assert_eq!(s.release_for("gw", &facts("DC2")), None);
         let s = RouteState::after(Some(s), rec("resume", &[], None));
         assert!(s.active.is_empty());
         let s = RouteState::after(Some(s), rec("flip", &[], None));

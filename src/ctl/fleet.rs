@@ -44,12 +44,48 @@ pub fn record_of(args: &CtlArgs, who: String, now: SystemTime) -> Record {
     }
 }
 
-/// Records the action as desired state; `Ok` names where.
-pub async fn store(args: &CtlArgs, conn: &Connection) -> Result<String, String> {
+/// The longest `pause --for`.
+pub const MAX_FOR: std::time::Duration = std::time::Duration::from_secs(366 * 24 * 3600);
+
+/// Records the action as desired state: `Ok(Some(where))`, or `Ok(None)` when fleet state
+/// is not in use on the cluster (no bucket, which gateways with `fleet_state` create, and
+/// none asked for by the config).
+pub async fn store(args: &CtlArgs, conn: &Connection) -> Result<Option<String>, String> {
     let js = jetstream(conn);
-    let kv = fleet_state::open_bucket(&js, &args.cluster).await?;
+    let kv = match js.get_key_value(fleet_state::bucket(&args.cluster)).await {
+        Ok(kv) => kv,
+        Err(_) if !args.fleet_state => return Ok(None),
+        Err(_) => fleet_state::open_bucket(&js, &args.cluster).await?,
+    };
     let rec = record_of(args, who(args, conn), SystemTime::now());
     let key = fleet_state::key(args.target.as_deref());
+    let mut keys = vec![key.to_string()];
+    // A resume or reset of every route ends the pauses of each route too.
+    if args.target.is_none() && matches!(args.action.as_str(), "resume" | "reset") {
+        let mut all = kv.keys().await.map_err(|e| format!("listing keys: {e}"))?;
+        while let Some(k) = all.next().await {
+            if let Ok(k) = k {
+                if k != key {
+                    keys.push(k);
+                }
+            }
+        }
+    }
+    for k in &keys {
+        write(&kv, k, &rec).await?;
+    }
+    Ok(Some(format!(
+        "{}/{key}",
+        fleet_state::bucket(&args.cluster)
+    )))
+}
+
+/// Applies `rec` to a key's state with compare-and-set on its revision.
+async fn write(
+    kv: &async_nats::jetstream::kv::Store,
+    key: &str,
+    rec: &Record,
+) -> Result<(), String> {
     for _ in 0..CAS_ATTEMPTS {
         let current = kv
             .entry(key)
@@ -76,7 +112,7 @@ pub async fn store(args: &CtlArgs, conn: &Connection) -> Result<String, String> 
                 .map_err(|e| e.to_string()),
         };
         match written {
-            Ok(()) => return Ok(format!("{}/{key}", fleet_state::bucket(&args.cluster))),
+            Ok(()) => return Ok(()),
             Err(e) => log::debug!("fleet state: {key} changed under us ({e}); again"),
         }
     }
@@ -123,12 +159,13 @@ pub async fn print_state(args: &CtlArgs, conn: &Connection) -> Result<u8, String
     let js = jetstream(conn);
     let kv = fleet_state::open_bucket(&js, &args.cluster).await?;
     let mut keys = kv.keys().await.map_err(|e| format!("listing keys: {e}"))?;
+    let now = SystemTime::now();
     let mut records = Vec::new();
     while let Some(k) = keys.next().await {
         let Ok(k) = k else { continue };
         match kv.get(k.clone()).await {
             Ok(Some(v)) => match fleet_state::decode(&k, &v) {
-                Ok(s) => records.extend(s.active),
+                Ok(s) => records.extend(s.active.into_iter().filter(|r| !r.expired(now))),
                 Err(e) => eprintln!("{e}"),
             },
             Ok(None) => {}
@@ -147,21 +184,25 @@ pub async fn print_history(args: &CtlArgs, conn: &Connection) -> Result<u8, Stri
     };
     let js = jetstream(conn);
     let kv = fleet_state::open_bucket(&js, &args.cluster).await?;
-    let mut history = kv
-        .history(fleet_state::key(Some(route)))
-        .await
-        .map_err(|e| format!("history of {route}: {e}"))?;
-    let mut records = Vec::new();
-    while let Some(e) = history.next().await {
-        let Ok(e) = e else { continue };
-        if e.operation != async_nats::jetstream::kv::Operation::Put {
+    // The route's own actions and those on every route, in the order they were made.
+    let mut records: Vec<Record> = Vec::new();
+    for key in [route, fleet_state::ALL_ROUTES] {
+        let Ok(mut history) = kv.history(key).await else {
             continue;
-        }
-        match fleet_state::decode(&e.key, &e.value) {
-            Ok(s) => records.push(s.last),
-            Err(err) => eprintln!("{err}"),
+        };
+        while let Some(e) = history.next().await {
+            let Ok(e) = e else { continue };
+            if e.operation != async_nats::jetstream::kv::Operation::Put {
+                continue;
+            }
+            match fleet_state::decode(&e.key, &e.value) {
+                Ok(s) if !records.contains(&s.last) => records.push(s.last),
+                Ok(_) => {}
+                Err(err) => eprintln!("{err}"),
+            }
         }
     }
+    records.sort_by(|a, b| a.at.cmp(&b.at));
     print_records(args, &records);
     Ok(0)
 }

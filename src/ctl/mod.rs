@@ -36,6 +36,9 @@ pub struct CtlArgs {
     pub for_duration: Option<Duration>,
     /// `--as`: who the fleet state records as having acted.
     pub as_name: Option<String>,
+    /// The config's `nats.fleet_state`: record write actions even before any gateway has
+    /// made the cluster's bucket.
+    pub fleet_state: bool,
 }
 
 /// A connection to NATS, with what the server reported on it.
@@ -315,9 +318,15 @@ fn print_read(r: &Reply) {
 
 /// Runs the command; returns the exit code.
 pub fn run(args: &CtlArgs) -> u8 {
-    if args.for_duration.is_some() && args.action != "pause" {
-        eprintln!("fusegate ctl: --for goes with pause only");
-        return 2;
+    if let Some(d) = args.for_duration {
+        if args.action != "pause" {
+            eprintln!("fusegate ctl: --for goes with pause only");
+            return 2;
+        }
+        if d.is_zero() || d > fleet::MAX_FOR {
+            eprintln!("fusegate ctl: --for must be above 0s and at most 366 days");
+            return 2;
+        }
     }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -351,7 +360,12 @@ async fn run_async(args: &CtlArgs) -> Result<u8, String> {
             eprintln!("fleet state: not stored: the server refused the action");
         } else {
             match fleet::store(args, &conn).await {
-                Ok(at) => eprintln!("fleet state: recorded in {at}"),
+                Ok(Some(at)) => eprintln!("fleet state: recorded in {at}"),
+                Ok(None) if args.for_duration.is_some() => eprintln!(
+                    "fleet state: not in use on cluster {} (no bucket yet, and no nats.fleet_state in the config): this pause will not end by itself",
+                    args.cluster
+                ),
+                Ok(None) => {}
                 Err(e) => eprintln!("fleet state: not stored: {e}"),
             }
         }
