@@ -78,13 +78,43 @@ impl std::fmt::Debug for AccessLog {
     }
 }
 
-/// Checks that `path` can be written: `-` always can, a file is opened for appending
-/// (and created when missing). The error names the path and the reason.
+/// Checks, without creating anything, that `path` can be written: `-` always can; an
+/// existing file is opened for appending; a missing one needs a writable directory. The
+/// error names the path and the reason.
 pub fn check_path(path: &str) -> Result<(), String> {
     if path == "-" {
         return Ok(());
     }
-    open(Path::new(path)).map(drop)
+    let p = Path::new(path);
+    if p.exists() {
+        return OpenOptions::new()
+            .append(true)
+            .open(p)
+            .map(drop)
+            .map_err(|e| format!("cannot open {} for appending: {e}", p.display()));
+    }
+    let dir = match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() && !m.permissions().readonly() => Ok(()),
+        Ok(m) if m.is_dir() => Err(format!(
+            "cannot create {}: directory {} is read-only",
+            p.display(),
+            dir.display()
+        )),
+        Ok(_) => Err(format!(
+            "cannot create {}: {} is not a directory",
+            p.display(),
+            dir.display()
+        )),
+        Err(e) => Err(format!(
+            "cannot create {}: directory {}: {e}",
+            p.display(),
+            dir.display()
+        )),
+    }
 }
 
 fn open(path: &Path) -> Result<File, String> {
@@ -204,6 +234,10 @@ impl Writer {
                         self.format_entry(&e);
                         if self.buf.len() >= WRITE_BATCH {
                             self.flush();
+                            // A backlog that never empties still reopens on time.
+                            if self.reopen.swap(false, Ordering::AcqRel) {
+                                self.reopen_file();
+                            }
                         }
                     }
                     Err(TryRecvError::Empty) => break true,

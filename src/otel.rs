@@ -207,8 +207,13 @@ impl Otel {
 }
 
 impl Drop for Otel {
+    /// Flushes what the exporter holds, on a thread of its own: the last user may be a
+    /// request on an async worker, which must not block on the collector.
     fn drop(&mut self) {
-        let _ = self.provider.shutdown();
+        let provider = self.provider.clone();
+        std::thread::spawn(move || {
+            let _ = provider.shutdown();
+        });
     }
 }
 

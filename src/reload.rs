@@ -100,10 +100,9 @@ fn try_reload(gw: &Gateway, path: &Path) -> Result<Reloaded, String> {
     )
     .map_err(|e| format!("tracing.otlp_endpoint: {e}"))?;
     gw.access_log.store(access_log);
-    // A replaced exporter flushes what it holds as it goes: not on this thread, which
-    // may be an async one.
-    let replaced = gw.otel.swap(otel);
-    std::thread::spawn(move || drop(replaced));
+    // A replaced exporter flushes what it holds as its last user lets go (on a thread
+    // of its own).
+    gw.otel.store(otel);
     log::set_max_level(next.config.log.level.as_filter());
     for old in &current.routes {
         if next.route(&old.name).is_none() {

@@ -28,8 +28,8 @@ impl std::fmt::Debug for UrlCredentials {
     }
 }
 
-/// Parses a comma-separated list of server URLs (`nats://`, `tls://`, `ws://`, `wss://`;
-/// a bare `host:port` is `nats://`). Credentials may be given in any of the URLs; when
+/// Parses a comma-separated list of server URLs (`nats://` or `tls://`; a bare
+/// `host:port` is `nats://`). Credentials may be given in any of the URLs; when
 /// several give them they must agree. Errors name the offending entry, masked.
 pub fn parse(list: &str) -> Result<NatsUrl, String> {
     let mut servers = Vec::new();
@@ -48,6 +48,12 @@ pub fn parse(list: &str) -> Result<NatsUrl, String> {
             .map_err(|e| format!("{:?} is not a NATS server URL: {e}", mask(entry)))?;
         if addr.host().is_empty() {
             return Err(format!("{:?} names no host", mask(entry)));
+        }
+        if addr.is_websocket() {
+            return Err(format!(
+                "{:?}: NATS over WebSocket is not supported; use nats:// or tls://",
+                mask(entry)
+            ));
         }
         let found = match (addr.username(), addr.password()) {
             (Some(u), Some(p)) => Some(UrlCredentials::UserPassword {
@@ -82,17 +88,16 @@ pub fn mask(list: &str) -> String {
                 Some(i) => entry.split_at(i + 3),
                 None => ("", entry),
             };
-            // The authority ends at the first `/`, `?` or `#`; credentials before its last `@`.
-            let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-            let (authority, tail) = rest.split_at(end);
-            match authority.rfind('@') {
+            // Everything before the last `@` is credentials, whatever it holds (a
+            // password may contain `/`, `?` or `#`).
+            match rest.rfind('@') {
                 Some(at) => {
-                    let (creds, host) = authority.split_at(at);
+                    let (creds, host) = rest.split_at(at);
                     let masked = match creds.split_once(':') {
                         Some((user, _)) => format!("{user}:***"),
                         None => "***".to_string(),
                     };
-                    format!("{scheme}{masked}{host}{tail}")
+                    format!("{scheme}{masked}{host}")
                 }
                 None => entry.to_string(),
             }
@@ -157,6 +162,7 @@ mod tests {
             "nats://a:4222,,nats://b:4222",
             "nats://127.0.0.1:99999",
             "http://127.0.0.1:4222",
+            "ws://127.0.0.1:4222",
             "nats://u:one@a:4222,nats://u:two@b:4222",
         ] {
             let e = parse(bad).unwrap_err();
@@ -178,6 +184,7 @@ mod tests {
             "nats://a:4222,tls://u:***@b:4222/x"
         );
         assert_eq!(mask("u:p@host:4222"), "u:***@host:4222");
+        assert_eq!(mask("nats://u:p/a?b#c@h:4222"), "nats://u:***@h:4222");
         assert_eq!(mask("nats://h:4222"), "nats://h:4222");
     }
 }

@@ -191,22 +191,25 @@ impl ProxyHttp for Proxy {
                 .or_else(|| headers.get("x-correlation-id")),
         );
         ctx.request_id = Some(id);
-        let otel = self.gateway.otel.load();
-        let mut t = trace::TraceContext::for_request(headers.get("traceparent"), || {
-            otel.as_ref().is_some_and(|o| o.sample_new())
-        });
-        if let Some(o) = otel.as_ref().filter(|_| t.sampled) {
-            // The exported span's ids are the ones sent upstream.
-            let span = o.start_span(
-                &session.req_header().method,
-                t.parent_span_id.map(|p| (t.trace_id, p)),
-            );
-            let sc = opentelemetry::trace::Span::span_context(&span);
-            t.trace_id = u128::from_be_bytes(sc.trace_id().to_bytes());
-            t.span_id = u64::from_be_bytes(sc.span_id().to_bytes());
-            ctx.span = Some(span);
+        {
+            // The exporter is looked at here only: not held across the awaits below.
+            let otel = self.gateway.otel.load();
+            let mut t = trace::TraceContext::for_request(headers.get("traceparent"), || {
+                otel.as_ref().is_some_and(|o| o.sample_new())
+            });
+            if let Some(o) = otel.as_ref().filter(|_| t.sampled) {
+                // The exported span's ids are the ones sent upstream.
+                let span = o.start_span(
+                    &session.req_header().method,
+                    t.parent_span_id.map(|p| (t.trace_id, p)),
+                );
+                let sc = opentelemetry::trace::Span::span_context(&span);
+                t.trace_id = u128::from_be_bytes(sc.trace_id().to_bytes());
+                t.span_id = u64::from_be_bytes(sc.span_id().to_bytes());
+                ctx.span = Some(span);
+            }
+            ctx.trace = Some(t);
         }
-        ctx.trace = Some(t);
 
         let runtime = self.gateway.runtime();
         let path = session.req_header().uri.path();
@@ -759,6 +762,11 @@ impl ProxyHttp for Proxy {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         let outcome = self.account(session, e, ctx);
+        if session.subrequest_ctx.is_some() {
+            // A background revalidation (stale-while-revalidate) is no client request:
+            // no access-log line, no span of its own.
+            return;
+        }
         if let Some(access_log) = self.gateway.access_log.load().as_ref() {
             access_log.log(access_entry(session, ctx, e, outcome));
         }
@@ -774,7 +782,7 @@ impl ProxyHttp for Proxy {
 const CLIENT_ERROR: &str = "client_error";
 const REJECTED: &str = "rejected";
 
-/// `Some(Status)` when `status` is one of the route's `failure_statuses`./// `Some(Status)` when `status` is one of the route's `failure_statuses`.
+/// `Some(Status)` when `status` is one of the route's `failure_statuses`.
 fn status_failure(route: &Route, status: u16) -> Option<FailureKind> {
     route
         .settings
@@ -921,8 +929,6 @@ async fn read_whole_body(session: &mut Session) -> Result<()> {
     Ok(())
 }
 
-/// The response header sent to the client, unless it was only an informational one
-/// (`100 Continue`).
 /// The access-log entry for a request: what it holds already, no formatting.
 fn access_entry(
     session: &Session,
@@ -1009,6 +1015,8 @@ fn proto_name(v: http::Version) -> &'static str {
     }
 }
 
+/// The response header sent to the client, unless it was only an informational one
+/// (`100 Continue`).
 fn final_response(session: &Session) -> Option<&ResponseHeader> {
     session.response_written().filter(|r| {
         !r.status.is_informational() || r.status == http::StatusCode::SWITCHING_PROTOCOLS
