@@ -8,7 +8,8 @@
 # (one route, breaker, metrics and request ids on) and the same fusegate writing a JSON
 # access log to a file, each with W worker threads/processes.
 # wrk drives each in turn, round after round (interleaved), for S seconds. Prints req/s,
-# latency p50/p99, proxy CPU seconds per request and peak RSS (medians over rounds), and
+# latency p50/p99, proxy CPU seconds per request, the connections the upstream accepted
+# during a round (connection reuse) and peak RSS (medians over rounds), and
 # fusegate's ratios to the others. Every process listens on 127.0.0.1 and is stopped at
 # the end. --debug uses debug builds (a smoke run; numbers mean nothing).
 set -euo pipefail
@@ -70,7 +71,7 @@ CONF
 }
 
 # The upstream: two workers, so it is not the bottleneck.
-nginx_conf "$work/up" "server { listen 127.0.0.1:$UP; keepalive_requests 1000000; location / { return 200 'ok\n'; } }" 2
+nginx_conf "$work/up" "server { listen 127.0.0.1:$UP; keepalive_requests 1000000; location / { return 200 'ok\n'; } location = /upstream_status { stub_status; } }" 2
 "$NGINX" -c "$work/up/nginx.conf"
 
 nginx_conf "$work/px" "upstream u { server 127.0.0.1:$UP; keepalive 64; }
@@ -127,7 +128,9 @@ to_us() { # wrk latency (e.g. 512.00us, 1.20ms, 2.00s) to microseconds
 
 hz=$(getconf CLK_TCK)
 declare -A results
-echo "proxy round req_per_s p50_us p99_us cpu_us_per_req" > "$work/results"
+# Connections the upstream accepted so far (its stub_status; the query itself is one).
+upstream_accepts() { curl -s "http://127.0.0.1:$UP/upstream_status" | awk 'NR==3 {print $1}'; }
+echo "proxy round req_per_s p50_us p99_us cpu_us_per_req new_upstream_conns" > "$work/results"
 for round in $(seq "$rounds"); do
   for name in nginx bare fusegate fusegate-log; do
     case $name in
@@ -138,9 +141,11 @@ for round in $(seq "$rounds"); do
     esac
     # shellcheck disable=SC2086
     before=$(cpu_ticks $procs)
+    accepts_before=$(upstream_accepts)
     out=$(wrk -t1 -c"$connections" -d"${duration}s" --latency "http://127.0.0.1:$port/api/bench/item")
     # shellcheck disable=SC2086
     after=$(cpu_ticks $procs)
+    conns=$(( $(upstream_accepts) - accepts_before - 1 ))
     rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
     total=$(awk '/requests in/ {print $1}' <<<"$out")
     p50=$(to_us "$(awk '$1=="50%" {print $2}' <<<"$out")")
@@ -148,7 +153,7 @@ for round in $(seq "$rounds"); do
     errors=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out")
     [ -n "$errors" ] && echo "$name round $round: $errors" >&2
     cpu=$(awk -v a="$before" -v b="$after" -v hz="$hz" -v n="$total" 'BEGIN { printf "%.2f", (b-a)/hz*1e6/n }')
-    echo "$name $round $rps $p50 $p99 $cpu" >> "$work/results"
+    echo "$name $round $rps $p50 $p99 $cpu $conns" >> "$work/results"
   done
 done
 
@@ -181,16 +186,16 @@ rows = [l.split() for l in open(path).read().splitlines()[1:]]
 med = {}
 for name in ("nginx", "bare", "fusegate", "fusegate-log"):
     r = [x for x in rows if x[0] == name]
-    med[name] = [statistics.median(float(x[i]) for x in r) for i in range(2, 6)]
+    med[name] = [statistics.median(float(x[i]) for x in r) for i in range(2, 7)]
 rss = {"nginx": int(rss_ngx), "bare": int(rss_bare), "fusegate": int(rss_fg),
        "fusegate-log": int(rss_fgl)}
 print(f"{workers} worker(s), {conns} connections, {rounds} round(s) of {dur} s each (medians)")
-print(f"{'proxy':<24}{'req/s':>10}{'p50 us':>10}{'p99 us':>10}{'CPU us/req':>12}{'peak RSS MiB':>14}")
+print(f"{'proxy':<24}{'req/s':>10}{'p50 us':>10}{'p99 us':>10}{'CPU us/req':>12}{'peak RSS MiB':>14}{'new upstream conns':>20}")
 labels = (("nginx", "nginx"), ("bare", "bare pingora"), ("fusegate", "fusegate"),
           ("fusegate-log", "fusegate + access log"))
 for name, label in labels:
-    rps, p50, p99, cpu = med[name]
-    print(f"{label:<24}{rps:>10.0f}{p50:>10.0f}{p99:>10.0f}{cpu:>12.2f}{rss[name]/1024:>14.1f}")
+    rps, p50, p99, cpu, conns = med[name]
+    print(f"{label:<24}{rps:>10.0f}{p50:>10.0f}{p99:>10.0f}{cpu:>12.2f}{rss[name]/1024:>14.1f}{conns:>20.0f}")
 f, b, n = med["fusegate"], med["bare"], med["nginx"]
 def ratio(a, c): return a / c if c else float("nan")
 print(f"fusegate/bare pingora: req/s {ratio(f[0], b[0]):.2f}x, p99 {ratio(f[2], b[2]):.2f}x, CPU/req {ratio(f[3], b[3]):.2f}x")
