@@ -28,11 +28,7 @@ done
 install_missing node:nodejs npm:npm nginx:nginx
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
-if [ "$profile" = release ]; then
-  cargo build --release --locked --bin fusegate >&2
-else
-  cargo build --locked --bin fusegate >&2
-fi
+build "$profile" --bin fusegate
 BIN=target/$profile/fusegate
 
 work=$(mktemp -d)

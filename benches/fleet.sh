@@ -27,11 +27,7 @@ done
 
 . benches/lib.sh
 install_missing nats-server:nats-server
-if [ "$profile" = release ]; then
-  cargo build --release --locked --bin fusegate >&2
-else
-  cargo build --locked --bin fusegate >&2
-fi
+build "$profile" --bin fusegate
 BIN=target/$profile/fusegate
 
 work=$(mktemp -d)

@@ -15,3 +15,14 @@ install_missing() {
 
 # free_port prints a free TCP port on 127.0.0.1.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# build PROFILE CARGO_ARGS...: cargo build with the release or the debug profile (locked),
+# its output on stderr.
+build() {
+  local profile=$1; shift
+  if [ "$profile" = release ]; then
+    cargo build --release --locked "$@" >&2
+  else
+    cargo build --locked "$@" >&2
+  fi
+}

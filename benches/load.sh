@@ -31,11 +31,7 @@ done
 install_missing wrk:wrk nginx:nginx
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
-if [ "$profile" = release ]; then
-  cargo build --release --locked --bin fusegate --example bare_proxy >&2
-else
-  cargo build --locked --bin fusegate --example bare_proxy >&2
-fi
+build "$profile" --bin fusegate --example bare_proxy
 BIN=target/$profile
 
 work=$(mktemp -d)

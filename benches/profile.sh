@@ -22,7 +22,7 @@ done
 . benches/lib.sh
 install_missing wrk:wrk nginx:nginx perf:linux-perf
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-cargo build --release --locked --bin fusegate >&2
+build release --bin fusegate
 
 work=$(mktemp -d)
 pids=()

@@ -22,7 +22,8 @@ done
 command -v wrk >/dev/null 2>&1 && { command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; } \
   || bash scripts/setup.sh
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-if [ "$profile" = release ]; then cargo build --release --locked --bin fusegate >&2; else cargo build --locked --bin fusegate >&2; fi
+. benches/lib.sh
+build "$profile" --bin fusegate
 BIN=target/$profile
 
 work=$(mktemp -d)
@@ -33,7 +34,6 @@ cleanup() {
   sleep 0.2; rm -rf "$work"
 }
 trap cleanup EXIT
-. benches/lib.sh
 UP=$(free_port); FG=$(free_port); ADMIN=$(free_port)
 
 cat > "$work/nginx.conf" <<CONF
