@@ -162,3 +162,49 @@ fn a_quorum_of_open_reports_in_the_same_dc_opens_a_healthy_gateways_breaker() {
         "{seen:?}"
     );
 }
+
+#[test]
+fn fleet_trips_turned_on_by_a_reload_take_effect() {
+    let nats = Nats::start();
+    let c = format!("fr{}", std::process::id());
+    let failing = Upstream::start("catalog");
+    failing.set_status(500);
+    let healthy = Upstream::start("catalog");
+    let section = |up: &Upstream, fleet: &str, identity: &str| {
+        format!(
+            "[routes.catalog]\nupstreams = [\"{}\"]\n\
+             breaker = {{ volume_threshold = 2, reset_timeout = \"30s\" {fleet} }}\n\n\
+             [nats]\nurl = \"nats://gateway:gateway-secret@127.0.0.1:{}\"\ncluster = \"{c}\"\n\
+             identity = \"{identity}\"\n",
+            up.url(),
+            nats.port
+        )
+    };
+    let quorum_one = ", fleet = { quorum = 1 }";
+    let gw1 = Gateway::start(&section(&failing, quorum_one, "r-1"));
+    // gw-2 starts without fleet trips, then a reload turns them on.
+    let gw2 = Gateway::start(&section(&healthy, "", "r-2"));
+    for gw in [&gw1, &gw2] {
+        wait_until("NATS", Duration::from_secs(15), || {
+            gw.metric("fusegate_nats_connected") == 1.0
+        });
+    }
+    gw2.rewrite(&section(&healthy, quorum_one, "r-2"));
+    assert_eq!(gw2.admin("POST", "/reload").status, 200);
+    // The subscription follows the reload's config event: wait for it with a probe
+    // that changes nothing (an open report from a gateway outside any scope is enough
+    // only once gw-2 listens), by tripping gw-1 until gw-2 follows.
+    wait_until(
+        "gw-2 to open with the fleet",
+        Duration::from_secs(15),
+        || {
+            gw1.get("/api/catalog/x");
+            if state(&gw1) == "open" && state(&gw2) != "open" {
+                // gw-1 is open already: reset it so that it reports again.
+                gw1.admin("POST", "/breakers/catalog/reset");
+            }
+            state(&gw2) == "open"
+        },
+    );
+    assert_eq!(healthy.hits(), 0);
+}
