@@ -191,16 +191,14 @@ fn fleet_trips_turned_on_by_a_reload_take_effect() {
     }
     gw2.rewrite(&section(&healthy, quorum_one, "r-2"));
     assert_eq!(gw2.admin("POST", "/reload").status, 200);
-    // The subscription follows the reload's config event: wait for it with a probe
-    // that changes nothing (an open report from a gateway outside any scope is enough
-    // only once gw-2 listens), by tripping gw-1 until gw-2 follows.
+    // gw-1 trips, and is reset to trip again, until gw-2 (listening to the fleet's events
+    // once its reload is applied) follows it open.
     wait_until(
         "gw-2 to open with the fleet",
         Duration::from_secs(15),
         || {
             gw1.get("/api/catalog/x");
             if state(&gw1) == "open" && state(&gw2) != "open" {
-                // gw-1 is open already: reset it so that it reports again.
                 gw1.admin("POST", "/breakers/catalog/reset");
             }
             state(&gw2) == "open"
