@@ -26,3 +26,21 @@ build() {
     cargo build --locked "$@" >&2
   fi
 }
+
+# nginx_conf DIR HTTP_BODY WORKERS writes DIR/nginx.conf: a daemon with its pid, logs and
+# temp files in DIR, no access log, the given http block body.
+nginx_conf() {
+  mkdir -p "$1"
+  cat > "$1/nginx.conf" <<CONF
+worker_processes $3;
+pid $1/nginx.pid;
+error_log $1/error.log warn;
+daemon on;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $1; proxy_temp_path $1; fastcgi_temp_path $1; uwsgi_temp_path $1; scgi_temp_path $1;
+  $2
+}
+CONF
+}

@@ -50,22 +50,6 @@ trap cleanup EXIT
 UP=$(free_port); NGX=$(free_port); BARE=$(free_port); FG=$(free_port); ADMIN=$(free_port)
 FGL=$(free_port); ADMIN_L=$(free_port)
 
-nginx_conf() { # dir, body of the http block
-  mkdir -p "$1"
-  cat > "$1/nginx.conf" <<CONF
-worker_processes $3;
-pid $1/nginx.pid;
-error_log $1/error.log warn;
-daemon on;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $1; proxy_temp_path $1; fastcgi_temp_path $1; uwsgi_temp_path $1; scgi_temp_path $1;
-  $2
-}
-CONF
-}
-
 # The upstream: two workers, so it is not the bottleneck.
 nginx_conf "$work/up" "server { listen 127.0.0.1:$UP; keepalive_requests 1000000; location / { return 200 'ok\n'; } location = /upstream_status { stub_status; } }" 2
 "$NGINX" -c "$work/up/nginx.conf"

@@ -36,19 +36,7 @@ cleanup() {
 trap cleanup EXIT
 
 UP=$(free_port); FG=$(free_port); ADMIN=$(free_port)
-mkdir -p "$work/up"
-cat >"$work/up/nginx.conf" <<CONF
-worker_processes 2;
-pid $work/up/nginx.pid;
-error_log $work/up/error.log warn;
-daemon on;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $work/up; proxy_temp_path $work/up; fastcgi_temp_path $work/up; uwsgi_temp_path $work/up; scgi_temp_path $work/up;
-  server { listen 127.0.0.1:$UP; keepalive_requests 1000000; location / { return 200 'ok\n'; } }
-}
-CONF
+nginx_conf "$work/up" "server { listen 127.0.0.1:$UP; keepalive_requests 1000000; location / { return 200 'ok\n'; } }" 2
 "$NGINX" -c "$work/up/nginx.conf"
 cat >"$work/fusegate.toml" <<CONF
 [server]

@@ -156,18 +156,9 @@ impl AccessLog {
         })
     }
 
-    /// The log for `config`: `current` when it was opened with the same settings (a
-    /// reload that leaves `[access_log]` alone keeps its file and queue), else a new one.
-    pub fn reuse_or_start(
-        current: Option<&Arc<AccessLog>>,
-        config: Option<&AccessLogConfig>,
-        dropped: &IntCounter,
-    ) -> Result<Option<Arc<AccessLog>>, String> {
-        match (current, config) {
-            (_, None) => Ok(None),
-            (Some(log), Some(c)) if log.config == *c => Ok(Some(log.clone())),
-            (_, Some(c)) => AccessLog::start(c, dropped.clone()).map(|l| Some(Arc::new(l))),
-        }
+    /// The settings it was started with.
+    pub fn config(&self) -> &AccessLogConfig {
+        &self.config
     }
 
     /// Queues an entry; drops and counts it when the queue is full.

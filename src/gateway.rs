@@ -57,6 +57,48 @@ impl Cause {
     }
 }
 
+/// The running access log and span exporter, if any.
+pub type Observers = (Option<Arc<AccessLog>>, Option<Arc<Otel>>);
+
+/// The access log and span exporter for `config`: those of `running` kept where their
+/// section did not change (a reload that leaves them alone keeps the file, queue and
+/// exporter), new ones started where it did. Errors name the key.
+pub fn observers(
+    config: &Config,
+    running: Option<&Gateway>,
+    metrics: &Metrics,
+) -> Result<Observers, String> {
+    let access_log = keep_or_start(
+        running.and_then(|g| g.access_log.load_full()),
+        config.access_log.as_ref(),
+        AccessLog::config,
+        |c| AccessLog::start(c, metrics.access_log_dropped.clone()),
+    )
+    .map_err(|e| format!("access_log.path: {e}"))?;
+    let otel = keep_or_start(
+        running.and_then(|g| g.otel.load_full()),
+        config.tracing.as_ref(),
+        Otel::config,
+        |c| Otel::start(c, metrics.trace_spans_dropped.clone()),
+    )
+    .map_err(|e| format!("tracing.otlp_endpoint: {e}"))?;
+    Ok((access_log, otel))
+}
+
+/// `current` when it runs with `config`, nothing without a config, else a new one.
+fn keep_or_start<T, C: PartialEq>(
+    current: Option<Arc<T>>,
+    config: Option<&C>,
+    running: impl Fn(&T) -> &C,
+    start: impl FnOnce(&C) -> Result<T, String>,
+) -> Result<Option<Arc<T>>, String> {
+    match (current, config) {
+        (_, None) => Ok(None),
+        (Some(t), Some(c)) if running(&t) == c => Ok(Some(t)),
+        (_, Some(c)) => start(c).map(|t| Some(Arc::new(t))),
+    }
+}
+
 /// The outcome of the last reload attempt.
 #[derive(Debug, Clone)]
 pub struct ReloadStatus {
@@ -117,15 +159,7 @@ impl Gateway {
         };
         let nats_enabled = config.nats.is_some();
         let fleet_state = config.nats.as_ref().is_some_and(|n| n.fleet_state);
-        let access_log = AccessLog::reuse_or_start(
-            None,
-            config.access_log.as_ref(),
-            &metrics.access_log_dropped,
-        )
-        .map_err(|e| format!("access_log.path: {e}"))?;
-        let otel =
-            Otel::reuse_or_start(None, config.tracing.as_ref(), &metrics.trace_spans_dropped)
-                .map_err(|e| format!("tracing.otlp_endpoint: {e}"))?;
+        let (access_log, otel) = observers(&config, None, &metrics)?;
         let runtime = Runtime::build(Arc::new(config), &registries, 1, clock.now_ms())?;
         metrics.config_generation.set(1);
         Ok(Arc::new(Gateway {

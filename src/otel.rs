@@ -127,18 +127,9 @@ impl Otel {
         })
     }
 
-    /// The exporter for `config`: `current` when it runs with the same settings, else a
-    /// new one (the old one flushes what it holds when its last user lets go).
-    pub fn reuse_or_start(
-        current: Option<&Arc<Otel>>,
-        config: Option<&TracingConfig>,
-        dropped: &IntCounter,
-    ) -> Result<Option<Arc<Otel>>, String> {
-        match (current, config) {
-            (_, None) => Ok(None),
-            (Some(o), Some(c)) if o.config == *c => Ok(Some(o.clone())),
-            (_, Some(c)) => Otel::start(c, dropped.clone()).map(|o| Some(Arc::new(o))),
-        }
+    /// The settings it was started with.
+    pub fn config(&self) -> &TracingConfig {
+        &self.config
     }
 
     /// Whether a new trace is sampled, by `sample_ratio`.

@@ -9,10 +9,8 @@
 //! Triggers: the watched config file ([`FileWatch`]), SIGHUP ([`SignalReload`]),
 //! `POST /reload` on the admin port.
 
-use crate::access_log::AccessLog;
 use crate::config::{self, Config};
 use crate::gateway::{ControlEvent, Gateway, ReloadStatus};
-use crate::otel::Otel;
 use crate::runtime::Runtime;
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
@@ -87,18 +85,7 @@ fn try_reload(gw: &Gateway, path: &Path) -> Result<Reloaded, String> {
     let restart_required = keep_running_listeners(&current.config, &mut new);
     let generation = current.generation + 1;
     let next = Runtime::build(Arc::new(new), &gw.registries, generation, gw.clock.now_ms())?;
-    let access_log = AccessLog::reuse_or_start(
-        gw.access_log.load_full().as_ref(),
-        next.config.access_log.as_ref(),
-        &gw.metrics.access_log_dropped,
-    )
-    .map_err(|e| format!("access_log.path: {e}"))?;
-    let otel = Otel::reuse_or_start(
-        gw.otel.load_full().as_ref(),
-        next.config.tracing.as_ref(),
-        &gw.metrics.trace_spans_dropped,
-    )
-    .map_err(|e| format!("tracing.otlp_endpoint: {e}"))?;
+    let (access_log, otel) = crate::gateway::observers(&next.config, Some(gw), &gw.metrics)?;
     gw.access_log.store(access_log);
     // A replaced exporter flushes what it holds as its last user lets go (on a thread
     // of its own).

@@ -108,12 +108,6 @@ fn filter(args: &CtlArgs) -> Filter {
     }
 }
 
-/// Sends the request and gathers replies: connecting, then [`collect`].
-pub async fn gather(args: &CtlArgs) -> Result<Gathered, String> {
-    let conn = connect(args).await?;
-    collect(args, &conn).await
-}
-
 /// Sends the action with a discovery ping, and gathers replies until every gateway the
 /// ping discovered has answered, or the timeout.
 pub async fn collect(args: &CtlArgs, conn: &Connection) -> Result<Gathered, String> {
@@ -126,10 +120,7 @@ pub async fn collect(args: &CtlArgs, conn: &Connection) -> Result<Gathered, Stri
     let client = &conn.client;
     let server_errors = &conn.server_errors;
     let started = conn.started;
-    let filter = Filter {
-        facts: args.facts.clone(),
-        identities: args.identities.clone(),
-    };
+    let filter = filter(args);
     let (route, level) = match args.action.as_str() {
         "loglevel" => (None, args.target.clone()),
         _ => (args.target.clone(), None),
