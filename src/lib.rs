@@ -26,3 +26,4 @@ pub mod router;
 pub mod runtime;
 pub mod server;
 pub mod status;
+pub mod tls;

@@ -107,6 +107,27 @@ const FAILURE_KINDS: [FailureKind; 4] = [
     FailureKind::Timeout,
     FailureKind::Reset,
 ];
+/// The protocol a request came in: the `proto` label of `fusegate_requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    Http1,
+    H2,
+    /// gRPC (`content-type: application/grpc*`), over h2 or h2c.
+    Grpc,
+}
+
+impl Proto {
+    pub const ALL: [Proto; 3] = [Proto::Http1, Proto::H2, Proto::Grpc];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Http1 => "http1",
+            Proto::H2 => "h2",
+            Proto::Grpc => "grpc",
+        }
+    }
+}
+
 /// Status codes whose counters are resolved up front; others are looked up by label.
 const COMMON_CODES: [u16; 18] = [
     200, 201, 202, 204, 301, 302, 304, 400, 401, 403, 404, 409, 429, 500, 502, 503, 504, 422,
@@ -139,6 +160,8 @@ pub struct Metrics {
     /// `fusegate_trace_spans_dropped_total`: spans the exporter's queue had no room for,
     /// or that the collector did not take.
     pub trace_spans_dropped: IntCounter,
+    /// `fusegate_tls_handshakes_total{result="ok"}` and `{result="error"}`.
+    tls_handshakes: [IntCounter; 2],
     cache_evictions: IntCounterVec,
     cache_bytes: IntGaugeVec,
     cache_entries: IntGaugeVec,
@@ -226,6 +249,13 @@ impl Metrics {
             "Spans not exported: the export queue was full or the collector did not take them.",
         )?;
         r.register(Box::new(trace_spans_dropped.clone()))?;
+        let tls_handshakes = counter_vec(
+            &r,
+            "fusegate_tls_handshakes_total",
+            "TLS handshakes on the TLS listeners, per result (ok, error).",
+            &["result"],
+        )?;
+        let tls_handshakes = ["ok", "error"].map(|l| tls_handshakes.with_label_values(&[l]));
         let cache_gauge = |name: &str, help: &str| -> prometheus::Result<IntGaugeVec> {
             let g = IntGaugeVec::new(Opts::new(name, help), &["route"])?;
             r.register(Box::new(g.clone()))?;
@@ -250,11 +280,12 @@ impl Metrics {
             connections_refused,
             access_log_dropped,
             trace_spans_dropped,
+            tls_handshakes,
             requests: counter_vec(
                 &r,
                 "fusegate_requests_total",
-                "Requests answered, per route and status code.",
-                &["route", "code"],
+                "Requests answered, per route, status code and protocol (http1, h2, grpc).",
+                &["route", "code", "proto"],
             )?,
             duration,
             breaker_state,
@@ -305,6 +336,11 @@ impl Metrics {
     pub fn client_error(&self, reason: ClientError) {
         self.client_errors[reason as usize].inc();
         log::debug!("client connection cut short: {}", reason.as_str());
+    }
+
+    /// Counts one TLS handshake on the TLS listeners.
+    pub fn tls_handshake(&self, ok: bool) {
+        self.tls_handshakes[usize::from(!ok)].inc();
     }
 
     /// The eviction counter of a route's cache.
@@ -363,7 +399,11 @@ impl Metrics {
             let _ = self.fallbacks.remove_label_values(&[route, k.as_str()]);
         }
         for c in COMMON_CODES {
-            let _ = self.requests.remove_label_values(&[route, &c.to_string()]);
+            for p in Proto::ALL {
+                let _ = self
+                    .requests
+                    .remove_label_values(&[route, &c.to_string(), p.as_str()]);
+            }
         }
         for r in CACHE_RESULTS {
             let _ = self.cache.remove_label_values(&[route, r]);
@@ -384,7 +424,7 @@ impl Metrics {
 pub struct RouteMetrics {
     families: std::sync::Arc<Metrics>,
     route: String,
-    codes: [OnceLock<IntCounter>; COMMON_CODES.len()],
+    codes: [[OnceLock<IntCounter>; COMMON_CODES.len()]; Proto::ALL.len()],
     duration: OnceLock<prometheus::Histogram>,
     state: IntGauge,
     transitions: [OnceLock<IntCounter>; STATES.len()],
@@ -405,19 +445,14 @@ impl std::fmt::Debug for RouteMetrics {
 
 impl RouteMetrics {
     /// One answered request.
-    pub fn request(&self, code: u16, seconds: f64) {
+    pub fn request(&self, code: u16, proto: Proto, seconds: f64) {
         let f = &self.families;
+        let labels = || [self.route.clone(), code.to_string(), proto.as_str().into()];
         match COMMON_CODES.iter().position(|c| *c == code) {
-            Some(i) => self.codes[i]
-                .get_or_init(|| {
-                    f.requests
-                        .with_label_values(&[self.route.as_str(), &code.to_string()])
-                })
+            Some(i) => self.codes[proto as usize][i]
+                .get_or_init(|| f.requests.with_label_values(&labels()))
                 .inc(),
-            None => f
-                .requests
-                .with_label_values(&[self.route.as_str(), &code.to_string()])
-                .inc(),
+            None => f.requests.with_label_values(&labels()).inc(),
         }
         self.duration
             .get_or_init(|| f.duration.with_label_values(&[self.route.as_str()]))

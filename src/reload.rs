@@ -115,6 +115,19 @@ fn keep_running_listeners(running: &Config, new: &mut Config) -> Vec<&'static st
         changed.push("server.threads");
         new.server.threads = running.server.threads;
     }
+    // TLS listeners: the running ones stay, and with them a `[server.tls]` section (the
+    // certificates are re-read); one added or removed waits for a restart.
+    match (&running.server.tls, &mut new.server.tls) {
+        (Some(run), Some(next)) if next.listen != run.listen => {
+            changed.push("server.tls.listen");
+            next.listen = run.listen.clone();
+        }
+        (Some(_), Some(_)) | (None, None) => {}
+        (run, next) => {
+            changed.push("server.tls");
+            *next = run.clone();
+        }
+    }
     if new.admin.listen != running.admin.listen {
         changed.push("admin.listen");
         new.admin.listen = running.admin.listen.clone();

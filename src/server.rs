@@ -70,9 +70,19 @@ impl Gatekeeper {
             .into_iter()
             .map(String::from)
             .collect();
+        let tls_listen: Vec<String> = config
+            .server
+            .tls
+            .as_ref()
+            .map(|t| t.listen.addrs().into_iter().map(String::from).collect())
+            .unwrap_or_default();
         for addr in &listen {
             TcpListener::bind(addr.as_str())
                 .map_err(|e| format!("server.listen: cannot listen on {addr}: {e}"))?;
+        }
+        for addr in &tls_listen {
+            TcpListener::bind(addr.as_str())
+                .map_err(|e| format!("server.tls.listen: cannot listen on {addr}: {e}"))?;
         }
         let admin_listen = config.admin.listen.clone();
         TcpListener::bind(admin_listen.as_str())
@@ -95,10 +105,18 @@ impl Gatekeeper {
         let mut server = Server::new_with_opt_and_conf(None, conf);
         server.bootstrap();
         let app = pingora::proxy::http_proxy(&server.configuration, Proxy::new(gateway.clone()));
-        let mut proxy = Service::new(
-            "fusegate proxy".into(),
-            FrontDoor::new(app, gateway.clone()),
-        );
+        let door = FrontDoor::new(app, gateway.clone());
+        if !tls_listen.is_empty() {
+            // The TLS handshake is the door's (so it is counted, bounded by
+            // `server.header_timeout` and made with the certificates in force): pingora
+            // hands it the plain TCP connection.
+            let mut tls = Service::new("fusegate tls".into(), door.tls_door());
+            for addr in &tls_listen {
+                tls.add_tcp(addr);
+            }
+            server.add_service(tls);
+        }
+        let mut proxy = Service::new("fusegate proxy".into(), door);
         for addr in &listen {
             proxy.add_tcp(addr);
         }
@@ -156,7 +174,7 @@ impl Gatekeeper {
             "lifecycle",
             Lifecycle {
                 gateway: gateway.clone(),
-                listen,
+                listen: listen.into_iter().chain(tls_listen).collect(),
                 grace,
             },
         ));

@@ -166,7 +166,7 @@ fn slow_clients_do_not_stop_others_and_are_cut_off() {
     assert_eq!(b["window"]["failures"], 0);
     assert_eq!(b["state"], "closed");
     assert_eq!(up.hits(), (CLIENTS * REQUESTS_EACH) as u64);
-    let series = r#"fusegate_requests_total{code="408",route="s"} "#;
+    let series = r#"fusegate_requests_total{code="408",proto="http1",route="s"} "#;
     wait_until("the 408s counted", Duration::from_secs(10), || {
         gw.admin("GET", "/metrics")
             .body

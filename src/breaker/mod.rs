@@ -26,7 +26,7 @@ mod settings;
 mod state;
 mod window;
 
-pub use settings::{Mode, Settings, StatusSet, WindowShape};
+pub use settings::{GrpcCodes, Mode, Settings, StatusSet, WindowShape};
 pub use state::{
     admit_permille, Acquire, Breaker, FailureKind, Outcome, Permit, Rejection, Snapshot, State,
     Transition,

@@ -62,6 +62,39 @@ impl StatusSet {
     }
 }
 
+/// gRPC status codes (0-16) that count as failures, as a bit set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GrpcCodes(u32);
+
+impl GrpcCodes {
+    /// DEADLINE_EXCEEDED (4), RESOURCE_EXHAUSTED (8), INTERNAL (13), UNAVAILABLE (14).
+    pub const DEFAULT: GrpcCodes = GrpcCodes(1 << 4 | 1 << 8 | 1 << 13 | 1 << 14);
+    /// The highest gRPC status code.
+    pub const MAX: u32 = 16;
+
+    /// The set of `codes`; codes above [`GrpcCodes::MAX`] are ignored.
+    pub fn of(codes: impl IntoIterator<Item = u32>) -> Self {
+        GrpcCodes(
+            codes
+                .into_iter()
+                .filter(|c| *c <= Self::MAX)
+                .fold(0, |set, c| set | 1 << c),
+        )
+    }
+
+    pub fn contains(&self, code: u32) -> bool {
+        code <= Self::MAX && self.0 & (1 << code) != 0
+    }
+
+    /// The codes in the set, lowest first.
+    pub fn codes(&self) -> Vec<i64> {
+        (0..=Self::MAX)
+            .filter(|c| self.contains(*c))
+            .map(i64::from)
+            .collect()
+    }
+}
+
 /// Every knob of one route's breaker, resolved from `[defaults.breaker]` and the route.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
@@ -78,6 +111,8 @@ pub struct Settings {
     /// Upstream response-header timeout; a timeout is a failure.
     pub timeout: Duration,
     pub failure_statuses: StatusSet,
+    /// gRPC status codes (0-16) that count as failures, as a bit set.
+    pub failure_grpc_codes: GrpcCodes,
     /// 0 turns slow-call detection off.
     pub slow_call_ms: u64,
     pub slow_call_rate_threshold: u32,
@@ -104,6 +139,7 @@ impl Default for Settings {
             half_open_probes: 1,
             timeout: Duration::from_secs(5),
             failure_statuses,
+            failure_grpc_codes: GrpcCodes::DEFAULT,
             slow_call_ms: 0,
             slow_call_rate_threshold: 100,
             mode: Mode::Enforce,
@@ -122,5 +158,14 @@ mod tests {
         s.add_range(429, 429);
         assert!(s.contains(500) && s.contains(599) && s.contains(429));
         assert!(!s.contains(499) && !s.contains(404) && !s.contains(600) && !s.contains(0));
+    }
+
+    #[test]
+    fn grpc_codes_default_and_bounds() {
+        let d = GrpcCodes::DEFAULT;
+        assert_eq!(d.codes(), vec![4, 8, 13, 14]);
+        assert!(!d.contains(0) && !d.contains(99));
+        let s = GrpcCodes::of([2, 16, 17]);
+        assert_eq!(s.codes(), vec![2, 16]);
     }
 }

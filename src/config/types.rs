@@ -60,6 +60,48 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Peers (CIDR blocks) whose `X-Forwarded-*` and `Forwarded` headers are believed.
     pub trusted_proxies: Vec<String>,
+    /// HTTP/2 with prior knowledge on the plain listeners, beside HTTP/1.1.
+    pub h2c: bool,
+    /// `[server.tls]`: TLS listeners, off unless present.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ServerTlsConfig>,
+}
+
+/// `[server.tls]`: listeners that terminate TLS, and their certificates.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerTlsConfig {
+    pub listen: Listen,
+    /// The default certificate chain (PEM) and its key.
+    pub cert: String,
+    pub key: String,
+    /// More certificates, picked by the name a client asks for (SNI).
+    pub sni: Vec<CertKeyConfig>,
+    /// `"1.2"` or `"1.3"`.
+    pub min_version: String,
+    /// Offer `h2` and `http/1.1` through ALPN; false: HTTP/1.1 only.
+    pub h2: bool,
+}
+
+impl Default for ServerTlsConfig {
+    fn default() -> Self {
+        ServerTlsConfig {
+            listen: Listen::Many(Vec::new()),
+            cert: String::new(),
+            key: String::new(),
+            sni: Vec::new(),
+            min_version: "1.2".into(),
+            h2: true,
+        }
+    }
+}
+
+/// A certificate chain file and its key file.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CertKeyConfig {
+    pub cert: String,
+    pub key: String,
 }
 
 impl Default for ServerConfig {
@@ -75,6 +117,8 @@ impl Default for ServerConfig {
             max_body_bytes: ByteSize(10 * 1024 * 1024),
             max_connections: 10_000,
             trusted_proxies: Vec::new(),
+            h2c: false,
+            tls: None,
         }
     }
 }
@@ -136,6 +180,9 @@ pub struct BreakerConfig {
     pub slow_call_rate_threshold: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mode: Option<BreakerMode>,
+    /// gRPC statuses (`grpc-status`) that count as failures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure_grpc_codes: Option<Vec<i64>>,
     /// Fleet trips: open with the rest of the fleet (needs `[nats]`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fleet: Option<FleetTripConfig>,
@@ -226,6 +273,13 @@ pub struct RouteConfig {
     pub rate_limit: Option<RateLimitConfig>,
     pub health_check: Option<HealthCheckConfig>,
     pub fallback: Option<FallbackConfig>,
+    /// HTTP/2 to the upstreams: ALPN h2 for https ones, prior knowledge (h2c) for plain.
+    pub http2: bool,
+    /// CA file (PEM) that https upstreams' certificates must chain to; empty: the system's.
+    pub tls_ca: String,
+    /// Client certificate chain and key (PEM) shown to https upstreams (mTLS).
+    pub tls_cert: String,
+    pub tls_key: String,
 }
 
 /// What a route answers instead of the breaker's 503: a static response, or the answer
@@ -519,6 +573,10 @@ impl BreakerConfig {
                 .slow_call_rate_threshold
                 .or(defaults.slow_call_rate_threshold),
             mode: self.mode.or(defaults.mode),
+            failure_grpc_codes: self
+                .failure_grpc_codes
+                .clone()
+                .or_else(|| defaults.failure_grpc_codes.clone()),
             fleet: self.fleet.clone().or_else(|| defaults.fleet.clone()),
         }
     }

@@ -61,6 +61,30 @@ pub fn validate(c: &Config) -> Vec<ConfigProblem> {
             p(format!("server.trusted_proxies[{i}]"), e);
         }
     }
+    if let Some(tls) = &c.server.tls {
+        let addrs = tls.listen.addrs();
+        if addrs.is_empty() {
+            p("server.tls.listen".into(), "needs at least one address".into());
+        }
+        for a in addrs {
+            if a.parse::<SocketAddr>().is_err() {
+                p(
+                    "server.tls.listen".into(),
+                    format!("{a:?} is not an ip:port address"),
+                );
+            } else if c.server.listen.addrs().contains(&a) {
+                p(
+                    "server.tls.listen".into(),
+                    format!("{a:?} is also in server.listen"),
+                );
+            }
+        }
+        if let Err(problems) = crate::tls::ListenerTls::build(tls) {
+            for (key, msg) in problems {
+                p(key, msg);
+            }
+        }
+    }
     if c.server.max_body_bytes.0 == 0 {
         p(
             "server.max_body_bytes".into(),
@@ -240,6 +264,17 @@ fn check_breaker(base: &str, b: &BreakerConfig, p: &mut impl FnMut(String, Strin
             }
         }
     }
+    if let Some(list) = &b.failure_grpc_codes {
+        let max = crate::breaker::GrpcCodes::MAX;
+        for (i, c) in list.iter().enumerate() {
+            if !(0..=i64::from(max)).contains(c) {
+                p(
+                    format!("{base}.failure_grpc_codes.{i}"),
+                    format!("{c} is not a gRPC status code (0-{max})"),
+                );
+            }
+        }
+    }
 }
 
 /// `rolling_window / rolling_buckets` must be a whole number of milliseconds.
@@ -348,6 +383,11 @@ fn check_route(base: &str, r: &RouteConfig, p: &mut impl FnMut(String, String)) 
     for (i, u) in r.upstreams.iter().enumerate() {
         if let Err(e) = UpstreamAddr::parse(u) {
             p(format!("{base}.upstreams.{i}"), e);
+        }
+    }
+    if let Err(problems) = crate::tls::UpstreamTlsFiles::read(base, r) {
+        for (key, msg) in problems {
+            p(key, msg);
         }
     }
     if let Some(prefix) = &r.prefix {

@@ -48,20 +48,106 @@ pub struct HeaderLimits {
 }
 
 /// The proxy service's application: pingora's HTTP proxy behind the header limits and
-/// `server.max_connections`.
+/// `server.max_connections`; on the TLS listeners, behind the TLS handshake too.
 pub struct FrontDoor {
     proxy: Arc<HttpProxy<Proxy>>,
     gateway: Arc<Gateway>,
-    /// Client connections open now.
-    open: AtomicUsize,
+    /// Client connections open now, on the plain and TLS listeners together.
+    open: Arc<AtomicUsize>,
+    /// This door serves the TLS listeners.
+    tls: bool,
 }
 
 impl FrontDoor {
-    pub fn new(proxy: HttpProxy<Proxy>, gateway: Arc<Gateway>) -> Self {
+    /// The plain listeners' door. pingora's HTTP/2 handling is turned on for the
+    /// connections the door finds speaking it (`server.h2c`).
+    pub fn new(mut proxy: HttpProxy<Proxy>, gateway: Arc<Gateway>) -> Self {
+        let mut options = pingora::apps::HttpServerOptions::default();
+        options.h2c = true;
+        proxy.server_options = Some(options);
         FrontDoor {
             proxy: Arc::new(proxy),
             gateway,
-            open: AtomicUsize::new(0),
+            open: Arc::new(AtomicUsize::new(0)),
+            tls: false,
+        }
+    }
+
+    /// The TLS listeners' door: the same proxy and connection count.
+    pub fn tls_door(&self) -> FrontDoor {
+        FrontDoor {
+            proxy: self.proxy.clone(),
+            gateway: self.gateway.clone(),
+            open: self.open.clone(),
+            tls: true,
+        }
+    }
+}
+
+/// The first bytes of every HTTP/2 connection (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Whether a plain connection opens with the HTTP/2 preface. Reads only as far as the
+/// bytes agree with it (an HTTP/1 request differs at its first byte), then puts what it
+/// read back for the parser that reads next. `None` when the connection ends, or stays
+/// silent past `wait`, before its first byte.
+async fn sniff_h2c(stream: Stream, wait: Duration) -> Option<(Stream, bool)> {
+    use tokio::io::AsyncReadExt;
+    // Plain listeners hand over the TCP stream itself.
+    let mut l4 = stream
+        .into_any()
+        .downcast::<pingora::protocols::l4::stream::Stream>()
+        .ok()?;
+    let mut buf = [0u8; H2_PREFACE.len()];
+    let mut n = 0;
+    let read = async {
+        while n < H2_PREFACE.len() && buf[..n] == H2_PREFACE[..n] {
+            match l4.read(&mut buf[n..]).await {
+                Ok(0) | Err(_) => return,
+                Ok(k) => n += k,
+            }
+        }
+    };
+    // A client that stops halfway is left to the HTTP/1 parser and its limits.
+    let _ = tokio::time::timeout(wait, read).await;
+    if n == 0 {
+        return None;
+    }
+    let h2 = buf[..n] == *H2_PREFACE;
+    l4.rewind(&buf[..n]);
+    Some((l4, h2))
+}
+
+/// Accepts a TLS connection with the acceptor in force, within `wait`; counts the result
+/// in `fusegate_tls_handshakes_total`. A client that does not speak TLS (plain HTTP on
+/// the TLS port) or gives up is logged at `debug` only.
+async fn accept_tls(
+    stream: Stream,
+    tls: &crate::tls::ListenerTls,
+    wait: Duration,
+    metrics: &Metrics,
+) -> Option<Stream> {
+    let Ok(l4) = stream
+        .into_any()
+        .downcast::<pingora::protocols::l4::stream::Stream>()
+    else {
+        return None;
+    };
+    let handshake = pingora::protocols::tls::server::handshake(tls.acceptor(), *l4);
+    match tokio::time::timeout(wait, handshake).await {
+        Ok(Ok(tls_stream)) => {
+            metrics.tls_handshake(true);
+            Some(Box::new(tls_stream))
+        }
+        Ok(Err(e)) => {
+            metrics.tls_handshake(false);
+            log::debug!("TLS handshake failed: {e}");
+            None
+        }
+        Err(_) => {
+            metrics.tls_handshake(false);
+            log::debug!("TLS handshake did not finish within {wait:?}");
+            None
         }
     }
 }
@@ -144,20 +230,41 @@ impl Drop for ConnectionSlot<'_> {
 
 #[async_trait]
 impl ServerApp for FrontDoor {
-    /// Serves HTTP/1.x requests on one connection until it closes or is not reusable.
+    /// Serves one connection until it closes or is not reusable: the TLS handshake on a
+    /// TLS listener, then HTTP/2 (ALPN `h2`, or the preface on a plain listener with
+    /// `server.h2c`) through pingora's HTTP/2 server, else HTTP/1.x behind the header
+    /// limits.
     async fn process_new(
         self: &Arc<Self>,
-        stream: Stream,
+        mut stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let (limits, keepalive, max_connections) = {
+        let (limits, keepalive, max_connections, h2c, tls) = {
             let runtime = self.gateway.runtime();
-            let (limits, keepalive) = client_limits(&runtime.config.server);
-            (limits, keepalive, runtime.config.server.max_connections)
+            let server = &runtime.config.server;
+            let (limits, keepalive) = client_limits(server);
+            let tls = if self.tls { runtime.tls.clone() } else { None };
+            (limits, keepalive, server.max_connections, server.h2c, tls)
         };
         let metrics = &self.gateway.metrics;
         // Dropping the stream closes a connection over the limit at once.
         let _slot = ConnectionSlot::take(&self.open, max_connections, metrics)?;
+        if self.tls {
+            // A reload keeps `[server.tls]` while its listeners run.
+            stream = accept_tls(stream, tls.as_deref()?, limits.timeout, metrics).await?;
+        }
+        let h2 = if self.tls {
+            matches!(stream.selected_alpn_proto(), Some(pingora::protocols::ALPN::H2))
+        } else if h2c {
+            let (sniffed, h2) = sniff_h2c(stream, limits.timeout).await?;
+            stream = sniffed;
+            h2
+        } else {
+            false
+        };
+        if h2 {
+            return ServerApp::process_new(&self.proxy, stream, shutdown).await;
+        }
         serve_limited(&self.proxy, stream, limits, keepalive, metrics, shutdown).await
     }
 
@@ -468,7 +575,19 @@ impl UniqueID for LimitedStream<Stream> {
     }
 }
 
-impl Ssl for LimitedStream<Stream> {}
+impl Ssl for LimitedStream<Stream> {
+    fn get_ssl(&self) -> Option<&pingora::protocols::tls::TlsRef> {
+        self.inner.get_ssl()
+    }
+
+    fn get_ssl_digest(&self) -> Option<Arc<pingora::protocols::tls::SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+
+    fn selected_alpn_proto(&self) -> Option<pingora::protocols::ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
 
 impl GetTimingDigest for LimitedStream<Stream> {
     fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {

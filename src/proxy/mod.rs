@@ -37,6 +37,7 @@ mod caching;
 mod failure;
 mod fallback;
 mod front;
+mod grpc;
 mod request_id;
 mod respond;
 mod trace;
@@ -51,7 +52,7 @@ pub use request_id::RequestIds;
 use crate::breaker::{FailureKind, Outcome, Permit, State};
 use crate::config::HostHeader;
 use crate::gateway::{Gateway, InflightGuard};
-use crate::metrics::{ClientError, RejectReason};
+use crate::metrics::{ClientError, Proto, RejectReason};
 use crate::router::{check_path, merge_slashes};
 use crate::runtime::{Route, UpstreamUsed};
 use async_trait::async_trait;
@@ -135,6 +136,10 @@ pub struct RequestCtx {
     trace: Option<trace::TraceContext>,
     /// The request's exported span, when it is sampled and `[tracing]` is on.
     span: Option<opentelemetry_sdk::trace::Span>,
+    /// The request is gRPC (`content-type: application/grpc*`).
+    grpc: bool,
+    /// The upstream's `grpc-status`, from its response header or trailers.
+    grpc_status: Option<u32>,
     _inflight: InflightGuard,
 }
 
@@ -178,12 +183,15 @@ impl ProxyHttp for Proxy {
             answered: None,
             trace: None,
             span: None,
+            grpc: false,
+            grpc_status: None,
             _inflight: self.gateway.track_request(),
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let headers = &session.req_header().headers;
+        ctx.grpc = grpc::is_grpc(headers);
         // A client's `X-Correlation-Id` stands in for a missing `X-Request-Id`.
         let id = self.request_ids.for_request(
             headers
@@ -485,7 +493,12 @@ impl ProxyHttp for Proxy {
         }
         let trusted = ctx.peer_trusted;
         if !(trusted && upstream_request.headers.contains_key("x-forwarded-proto")) {
-            upstream_request.insert_header("x-forwarded-proto", "http")?;
+            let tls = session
+                .downstream_session
+                .digest()
+                .is_some_and(|d| d.ssl_digest.is_some());
+            let proto = if tls { "https" } else { "http" };
+            upstream_request.insert_header("x-forwarded-proto", proto)?;
         }
         let keep_host = trusted && upstream_request.headers.contains_key("x-forwarded-host");
         let host = session
@@ -572,11 +585,37 @@ impl ProxyHttp for Proxy {
                 crate::cache::invalidate(&route.name, cache, req, upstream_response);
             }
         }
+        if ctx.grpc {
+            // A trailers-only answer carries its `grpc-status` in the header.
+            ctx.grpc_status = grpc::status_of(&upstream_response.headers);
+        }
         if let Some(route) = ctx.route.clone() {
-            if probe || status == http::StatusCode::SWITCHING_PROTOCOLS {
-                let failure = status_failure(&route, status.as_u16());
+            // A gRPC answer's outcome is in its `grpc-status`: a probe waits for it.
+            let decided = !ctx.grpc || status != http::StatusCode::OK || ctx.grpc_status.is_some();
+            if (probe && decided) || status == http::StatusCode::SWITCHING_PROTOCOLS {
+                let failure = self.response_failure(&route, ctx, status.as_u16());
                 self.settle(&route, ctx, failure);
             }
+        }
+        Ok(())
+    }
+
+    /// A gRPC answer's `grpc-status` in its trailers: settles a probe at once.
+    fn upstream_response_trailer_filter(
+        &self,
+        _session: &mut Session,
+        trailers: &mut http::HeaderMap,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if !ctx.grpc || ctx.fallback.is_some() {
+            return Ok(());
+        }
+        ctx.grpc_status = grpc::status_of(trailers);
+        let probe = ctx.permit.as_ref().is_some_and(Permit::is_probe);
+        if let (true, Some(route), Some(status)) = (probe, ctx.route.clone(), ctx.upstream_status)
+        {
+            let failure = self.response_failure(&route, ctx, status);
+            self.settle(&route, ctx, failure);
         }
         Ok(())
     }
@@ -809,9 +848,16 @@ impl Proxy {
         };
         let elapsed = ctx.started.elapsed();
         if let Some(resp) = final_response(session) {
+            let proto = if ctx.grpc {
+                Proto::Grpc
+            } else if session.req_header().version == http::Version::HTTP_2 {
+                Proto::H2
+            } else {
+                Proto::Http1
+            };
             route
                 .metrics
-                .request(resp.status.as_u16(), elapsed.as_secs_f64());
+                .request(resp.status.as_u16(), proto, elapsed.as_secs_f64());
         }
         if route.cache.is_some() {
             route
@@ -836,7 +882,7 @@ impl Proxy {
                 kind.as_str()
             }
             (None, Some(status)) => {
-                let failure = status_failure(&route, status);
+                let failure = self.response_failure(&route, ctx, status);
                 self.settle(&route, ctx, failure);
                 failure.map_or("success", FailureKind::as_str)
             }
@@ -848,6 +894,23 @@ impl Proxy {
                 unsettled
             }
         }
+    }
+
+    /// What an upstream's answer with `status` means for the breaker. A gRPC answer
+    /// (HTTP 200) is judged by its `grpc-status`: one of `failure_grpc_codes` is a
+    /// failure, and none at all once the body has ended is a `reset`.
+    fn response_failure(&self, route: &Route, ctx: &RequestCtx, status: u16) -> Option<FailureKind> {
+        if ctx.grpc && status == 200 {
+            return match ctx.grpc_status {
+                Some(code) => route
+                    .settings
+                    .failure_grpc_codes
+                    .contains(code)
+                    .then_some(FailureKind::Status),
+                None => Some(FailureKind::Reset),
+            };
+        }
+        status_failure(route, status)
     }
 
     /// Records the request's outcome on its route's breaker, once: the permit is spent.

@@ -14,8 +14,11 @@ pub async fn json(
     request_id: Option<&HeaderValue>,
     extra: &[(&'static str, String)],
 ) -> Result<()> {
-    let content_type = HeaderValue::from_static("application/json");
     let extra = extra.iter().map(|(name, value)| (*name, value.as_str()));
+    if super::grpc::is_grpc(&session.req_header().headers) {
+        return grpc_error(session, status, &body, request_id, extra).await;
+    }
+    let content_type = HeaderValue::from_static("application/json");
     send(
         session,
         status,
@@ -57,6 +60,34 @@ async fn send<'a>(
         session.write_response_body(Some(body), true).await?;
     }
     Ok(())
+}
+
+/// The gRPC form of a gateway answer (SPEC §12): HTTP 200, trailers-only, with the
+/// `grpc-status` standing for `status` and a `grpc-message` made from the JSON `body`;
+/// `X-Request-Id` and `extra` (`Retry-After`, `X-Fusegate-Breaker`) are kept.
+async fn grpc_error<'a>(
+    session: &mut Session,
+    status: u16,
+    body: &str,
+    request_id: Option<&HeaderValue>,
+    extra: impl ExactSizeIterator<Item = (&'static str, &'a str)>,
+) -> Result<()> {
+    use super::grpc;
+    let mut h = ResponseHeader::build(200, Some(5 + extra.len()))?;
+    h.insert_header("content-type", "application/grpc")?;
+    h.insert_header("grpc-status", grpc::code_for(status).to_string())?;
+    h.insert_header("grpc-message", grpc::encode_message(&grpc::message_for(body)))?;
+    if !session.is_http2() {
+        // HTTP/1.1 has no trailers-only form: an empty body ends the answer.
+        h.insert_header("content-length", "0")?;
+    }
+    if let Some(id) = request_id {
+        h.insert_header("x-request-id", id.clone())?;
+    }
+    for (name, value) in extra {
+        h.insert_header(name, value)?;
+    }
+    session.write_response_header(Box::new(h), true).await
 }
 
 /// `{"error":<error>,"route":<route>}`; route names need no escaping.

@@ -1,6 +1,6 @@
 //! A route's fallback: what it answers instead of the breaker's 503 (SPEC §16).
 
-use super::upstreams::{Upstream, Upstreams};
+use super::upstreams::{Upstream, Upstreams, UpstreamsSpec};
 use crate::config::FallbackConfig;
 use crate::metrics::FallbackKind;
 use bytes::Bytes;
@@ -23,7 +23,7 @@ impl Fallback {
     /// the route's `timeout` for connecting and for its answer.
     pub fn build(cfg: &FallbackConfig, timeout: Duration) -> Result<Fallback, String> {
         if let Some(addr) = &cfg.upstream {
-            let set = Upstreams::build(std::slice::from_ref(addr), timeout, None)?;
+            let set = Upstreams::build(&UpstreamsSpec::plain(vec![addr.clone()], timeout))?;
             let upstream = set
                 .list()
                 .first()

@@ -125,11 +125,7 @@ impl Registries {
         if let Some(kept) = self.upstreams.get(route).filter(|u| u.built_from(&spec)) {
             return Ok(kept);
         }
-        let built = Arc::new(Upstreams::build(
-            &spec.addrs,
-            spec.timeout,
-            spec.health.as_ref(),
-        )?);
+        let built = Arc::new(Upstreams::build(&spec)?);
         Ok(self.upstreams.update(route, |_| built))
     }
 
@@ -151,6 +147,8 @@ pub struct Runtime {
     pub routes: Vec<Arc<Route>>,
     /// `server.trusted_proxies`, parsed.
     pub trusted_proxies: crate::forwarded::TrustedProxies,
+    /// The TLS listeners' certificates, read when this table was built.
+    pub tls: Option<Arc<crate::tls::ListenerTls>>,
     router: Router<Arc<Route>>,
 }
 
@@ -169,10 +167,14 @@ impl Runtime {
         for (name, rc) in &config.routes {
             let merged = rc.breaker.merged_over(&config.defaults.breaker);
             let settings = resolve_settings(&merged);
+            let tls = crate::tls::UpstreamTlsFiles::read(&format!("routes.{name}"), rc)
+                .map_err(|problems| join_problems(&problems))?;
             let spec = UpstreamsSpec {
                 addrs: rc.upstreams.clone(),
                 timeout: settings.timeout,
                 health: rc.health_check.clone(),
+                http2: rc.http2,
+                tls,
             };
             let upstreams = registries
                 .upstreams(name, spec)
@@ -214,8 +216,15 @@ impl Runtime {
             router.insert(&route.prefix, route.clone());
             routes.push(route);
         }
+        let tls = match &config.server.tls {
+            Some(cfg) => Some(Arc::new(
+                crate::tls::ListenerTls::build(cfg).map_err(|p| join_problems(&p))?,
+            )),
+            None => None,
+        };
         Ok(Runtime {
             generation,
+            tls,
             trusted_proxies: crate::forwarded::TrustedProxies::new(&config.server.trusted_proxies),
             config,
             routes,
@@ -234,6 +243,15 @@ impl Runtime {
             .ok()
             .map(|i| &self.routes[i])
     }
+}
+
+/// `key: problem; key: problem`.
+fn join_problems(problems: &[crate::tls::Problem]) -> String {
+    problems
+        .iter()
+        .map(|(key, msg)| format!("{key}: {msg}"))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Every breaker key filled in: what the admin port shows as a route's settings.
@@ -258,6 +276,7 @@ fn effective_breaker_config(merged: &BreakerConfig, s: &breaker::Settings) -> Br
         slow_call_duration: Some(Dur::from_millis(s.slow_call_ms)),
         slow_call_rate_threshold: Some(s.slow_call_rate_threshold),
         mode: Some(s.mode),
+        failure_grpc_codes: Some(s.failure_grpc_codes.codes()),
         fleet: merged.fleet.clone(),
     }
 }
@@ -301,6 +320,9 @@ pub fn resolve_settings(b: &BreakerConfig) -> breaker::Settings {
         half_open_probes: b.half_open_probes.unwrap_or(d.half_open_probes),
         timeout: b.timeout.map(|t| t.0).unwrap_or(d.timeout),
         failure_statuses,
+        failure_grpc_codes: b.failure_grpc_codes.as_ref().map_or(d.failure_grpc_codes, |list| {
+            breaker::GrpcCodes::of(list.iter().filter_map(|c| u32::try_from(*c).ok()))
+        }),
         slow_call_ms: ms(b.slow_call_duration, d.slow_call_ms),
         slow_call_rate_threshold: b
             .slow_call_rate_threshold

@@ -4,6 +4,7 @@
 //! instead of a load balancer's several kilobytes (it matters with 10,000 routes).
 
 use crate::config::{HealthCheckConfig, UpstreamAddr};
+use crate::tls::UpstreamTlsFiles;
 use crate::health::{ProbeLog, ProbeResult, ProbeTarget, RouteCheck};
 use pingora::lb::discovery::Static;
 use pingora::lb::selection::RoundRobin;
@@ -42,6 +43,23 @@ pub struct UpstreamsSpec {
     pub addrs: Vec<String>,
     pub timeout: Duration,
     pub health: Option<HealthCheckConfig>,
+    /// HTTP/2 to the upstreams (ALPN h2 for https, prior knowledge for plain ones).
+    pub http2: bool,
+    /// The route's `tls_ca`, `tls_cert` and `tls_key` as read.
+    pub tls: UpstreamTlsFiles,
+}
+
+impl UpstreamsSpec {
+    /// Plain settings: HTTP/1.1, the system's roots, no client certificate.
+    pub fn plain(addrs: Vec<String>, timeout: Duration) -> Self {
+        UpstreamsSpec {
+            addrs,
+            timeout,
+            health: None,
+            http2: false,
+            tls: UpstreamTlsFiles::default(),
+        }
+    }
 }
 
 /// The upstreams of one route.
@@ -72,12 +90,10 @@ impl std::fmt::Debug for Upstreams {
 
 impl Upstreams {
     /// Resolves each address (host names once, here) and builds the peers with `timeout`
-    /// as their connect and read timeout.
-    pub fn build(
-        addrs: &[String],
-        timeout: Duration,
-        health: Option<&HealthCheckConfig>,
-    ) -> Result<Self, String> {
+    /// as their connect and read timeout, and the spec's protocol and TLS settings.
+    pub fn build(spec: &UpstreamsSpec) -> Result<Self, String> {
+        let (addrs, timeout, health) = (&spec.addrs, spec.timeout, spec.health.as_ref());
+        let tls = spec.tls.parse()?;
         let mut list = Vec::with_capacity(addrs.len());
         for raw in addrs {
             let addr = UpstreamAddr::parse(raw)?;
@@ -103,6 +119,15 @@ impl Upstreams {
             peer.options.read_timeout = Some(timeout);
             peer.options.write_timeout = Some(timeout);
             peer.options.idle_timeout = Some(UPSTREAM_IDLE_TIMEOUT);
+            if spec.http2 {
+                // TLS: offer h2 first, HTTP/1.1 if the upstream declines; plain: h2c.
+                let min = if addr.is_tls() { 1 } else { 2 };
+                peer.options.set_http_version(2, min);
+            }
+            if addr.is_tls() {
+                peer.options.ca = tls.ca.clone();
+                peer.client_cert_key = tls.client.clone();
+            }
             let backend = Backend::new(&socket.to_string())
                 .map_err(|e| format!("{raw:?}: invalid upstream address: {e}"))?;
             list.push(Upstream {
@@ -115,11 +140,7 @@ impl Upstreams {
         }
         let Some(cfg) = health else {
             return Ok(Upstreams {
-                spec: UpstreamsSpec {
-                    addrs: addrs.to_vec(),
-                    timeout,
-                    health: None,
-                },
+                spec: spec.clone(),
                 list,
                 selector: Selector::Plain {
                     next: AtomicUsize::new(0),
@@ -143,11 +164,7 @@ impl Upstreams {
             .ok_or("upstream setup did not complete")?
             .map_err(|e| format!("upstream setup failed: {e}"))?;
         Ok(Upstreams {
-            spec: UpstreamsSpec {
-                addrs: addrs.to_vec(),
-                timeout,
-                health: Some(cfg.clone()),
-            },
+            spec: spec.clone(),
             list,
             selector: Selector::Checked {
                 lb: Box::new(lb),
@@ -236,11 +253,10 @@ mod tests {
 
     #[test]
     fn round_robin_visits_every_upstream() {
-        let u = Upstreams::build(
-            &["127.0.0.1:7001".into(), "http://127.0.0.1:7002".into()],
+        let u = Upstreams::build(&UpstreamsSpec::plain(
+            vec!["127.0.0.1:7001".into(), "http://127.0.0.1:7002".into()],
             Duration::from_secs(1),
-            None,
-        )
+        ))
         .unwrap();
         let picks: Vec<u16> = (0..4)
             .map(|_| u.list()[u.select_index().unwrap()].socket.port())
@@ -252,11 +268,10 @@ mod tests {
 
     #[test]
     fn tls_upstreams_get_sni_from_their_host() {
-        let u = Upstreams::build(
-            &["https://localhost:8443".into()],
+        let u = Upstreams::build(&UpstreamsSpec::plain(
+            vec!["https://localhost:8443".into()],
             Duration::from_secs(1),
-            None,
-        )
+        ))
         .unwrap();
         let peer = u.list()[0].peer();
         assert_eq!(peer.sni, "localhost");
