@@ -199,7 +199,10 @@ fn run(path: &Path) -> ExitCode {
         }
     };
     fusegate::logging::init(config.log.level, config.log.format);
-    let listen = config.server.listen.addrs().join(", ");
+    let mut listen = config.server.listen.addrs().join(", ");
+    if let Some(tls) = &config.server.tls {
+        listen = format!("{listen} and TLS on {}", tls.listen.addrs().join(", "));
+    }
     let routes = config.routes.len();
     match Gatekeeper::build(config, Some(path.to_path_buf())) {
         Ok(g) => {

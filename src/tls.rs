@@ -17,8 +17,8 @@ use crate::config::{RouteConfig, ServerTlsConfig};
 use pingora::tls::nid::Nid;
 use pingora::tls::pkey::{PKey, Private};
 use pingora::tls::ssl::{
-    select_next_proto, AlpnError, NameType, SslAcceptor, SslAcceptorBuilder, SslContext,
-    SslMethod, SslRef, SslVersion,
+    select_next_proto, AlpnError, NameType, SslAcceptor, SslAcceptorBuilder, SslContext, SslMethod,
+    SslRef, SslVersion,
 };
 use pingora::tls::x509::X509;
 use std::collections::HashMap;
@@ -51,8 +51,7 @@ pub fn read_chain(path: &str) -> Result<Vec<X509>, String> {
 /// Reads a PEM private key (PKCS#8, or a traditional RSA or EC key).
 pub fn read_key(path: &str) -> Result<PKey<Private>, String> {
     let pem = read_file(path)?;
-    PKey::private_key_from_pem(&pem)
-        .map_err(|e| format!("{path:?} is not a PEM private key: {e}"))
+    PKey::private_key_from_pem(&pem).map_err(|e| format!("{path:?} is not a PEM private key: {e}"))
 }
 
 fn read_file(path: &str) -> Result<Vec<u8>, String> {
@@ -121,10 +120,7 @@ impl ListenerTls {
             }
         };
         let mut pairs = Vec::with_capacity(1 + cfg.sni.len());
-        let default = load_pair(
-            ("server.tls.cert", &cfg.cert),
-            ("server.tls.key", &cfg.key),
-        );
+        let default = load_pair(("server.tls.cert", &cfg.cert), ("server.tls.key", &cfg.key));
         match default {
             Ok(pair) => pairs.push(pair),
             Err(p) => problems.extend(p),
@@ -143,10 +139,7 @@ impl ListenerTls {
             return Err(problems);
         };
         let setup = |e: pingora::tls::error::ErrorStack| {
-            vec![(
-                "server.tls".to_string(),
-                format!("cannot set up TLS: {e}"),
-            )]
+            vec![("server.tls".to_string(), format!("cannot set up TLS: {e}"))]
         };
         let mut contexts = Vec::with_capacity(pairs.len());
         let mut names = Vec::with_capacity(pairs.len());
@@ -257,7 +250,10 @@ impl SniTable {
     /// Puts the context for the client's server name on `ssl`; the default stays for an
     /// unknown name or none.
     fn switch(&self, ssl: &mut SslRef) {
-        let Some(i) = ssl.servername(NameType::HOST_NAME).and_then(|n| self.pick(n)) else {
+        let Some(i) = ssl
+            .servername(NameType::HOST_NAME)
+            .and_then(|n| self.pick(n))
+        else {
             return;
         };
         if let Some(ctx) = i.checked_sub(1).and_then(|j| self.contexts.get(j)) {

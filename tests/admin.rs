@@ -421,9 +421,18 @@ fn metrics_count_what_the_test_sent() {
             .copied()
             .unwrap_or_else(|| panic!("no series {k} in\n{}", r.body))
     };
-    assert_eq!(get(r#"fusegate_requests_total{code="200",proto="http1",route="m"}"#), 3.0);
-    assert_eq!(get(r#"fusegate_requests_total{code="500",proto="http1",route="m"}"#), 3.0);
-    assert_eq!(get(r#"fusegate_requests_total{code="503",proto="http1",route="m"}"#), 2.0);
+    assert_eq!(
+        get(r#"fusegate_requests_total{code="200",proto="http1",route="m"}"#),
+        3.0
+    );
+    assert_eq!(
+        get(r#"fusegate_requests_total{code="500",proto="http1",route="m"}"#),
+        3.0
+    );
+    assert_eq!(
+        get(r#"fusegate_requests_total{code="503",proto="http1",route="m"}"#),
+        2.0
+    );
     assert_eq!(
         get(r#"fusegate_request_duration_seconds_count{route="m"}"#),
         8.0

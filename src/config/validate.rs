@@ -64,7 +64,10 @@ pub fn validate(c: &Config) -> Vec<ConfigProblem> {
     if let Some(tls) = &c.server.tls {
         let addrs = tls.listen.addrs();
         if addrs.is_empty() {
-            p("server.tls.listen".into(), "needs at least one address".into());
+            p(
+                "server.tls.listen".into(),
+                "needs at least one address".into(),
+            );
         }
         for a in addrs {
             if a.parse::<SocketAddr>().is_err() {

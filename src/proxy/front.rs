@@ -127,12 +127,20 @@ async fn accept_tls(
     wait: Duration,
     metrics: &Metrics,
 ) -> Option<Stream> {
-    let Ok(l4) = stream
+    use tokio::io::AsyncReadExt;
+    let Ok(mut l4) = stream
         .into_any()
         .downcast::<pingora::protocols::l4::stream::Stream>()
     else {
         return None;
     };
+    // A connection closed or silent before its first byte made no handshake (a port
+    // probe): closed without counting.
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(wait, l4.read(&mut first)).await {
+        Ok(Ok(1)) => l4.rewind(&first),
+        _ => return None,
+    }
     let handshake = pingora::protocols::tls::server::handshake(tls.acceptor(), *l4);
     match tokio::time::timeout(wait, handshake).await {
         Ok(Ok(tls_stream)) => {
@@ -254,7 +262,10 @@ impl ServerApp for FrontDoor {
             stream = accept_tls(stream, tls.as_deref()?, limits.timeout, metrics).await?;
         }
         let h2 = if self.tls {
-            matches!(stream.selected_alpn_proto(), Some(pingora::protocols::ALPN::H2))
+            matches!(
+                stream.selected_alpn_proto(),
+                Some(pingora::protocols::ALPN::H2)
+            )
         } else if h2c {
             let (sniffed, h2) = sniff_h2c(stream, limits.timeout).await?;
             stream = sniffed;

@@ -612,8 +612,7 @@ impl ProxyHttp for Proxy {
         }
         ctx.grpc_status = grpc::status_of(trailers);
         let probe = ctx.permit.as_ref().is_some_and(Permit::is_probe);
-        if let (true, Some(route), Some(status)) = (probe, ctx.route.clone(), ctx.upstream_status)
-        {
+        if let (true, Some(route), Some(status)) = (probe, ctx.route.clone(), ctx.upstream_status) {
             let failure = self.response_failure(&route, ctx, status);
             self.settle(&route, ctx, failure);
         }
@@ -899,7 +898,12 @@ impl Proxy {
     /// What an upstream's answer with `status` means for the breaker. A gRPC answer
     /// (HTTP 200) is judged by its `grpc-status`: one of `failure_grpc_codes` is a
     /// failure, and none at all once the body has ended is a `reset`.
-    fn response_failure(&self, route: &Route, ctx: &RequestCtx, status: u16) -> Option<FailureKind> {
+    fn response_failure(
+        &self,
+        route: &Route,
+        ctx: &RequestCtx,
+        status: u16,
+    ) -> Option<FailureKind> {
         if ctx.grpc && status == 200 {
             return match ctx.grpc_status {
                 Some(code) => route

@@ -76,7 +76,10 @@ async fn grpc_error<'a>(
     let mut h = ResponseHeader::build(200, Some(5 + extra.len()))?;
     h.insert_header("content-type", "application/grpc")?;
     h.insert_header("grpc-status", grpc::code_for(status).to_string())?;
-    h.insert_header("grpc-message", grpc::encode_message(&grpc::message_for(body)))?;
+    h.insert_header(
+        "grpc-message",
+        grpc::encode_message(&grpc::message_for(body)),
+    )?;
     if !session.is_http2() {
         // HTTP/1.1 has no trailers-only form: an empty body ends the answer.
         h.insert_header("content-length", "0")?;

@@ -320,9 +320,12 @@ pub fn resolve_settings(b: &BreakerConfig) -> breaker::Settings {
         half_open_probes: b.half_open_probes.unwrap_or(d.half_open_probes),
         timeout: b.timeout.map(|t| t.0).unwrap_or(d.timeout),
         failure_statuses,
-        failure_grpc_codes: b.failure_grpc_codes.as_ref().map_or(d.failure_grpc_codes, |list| {
-            breaker::GrpcCodes::of(list.iter().filter_map(|c| u32::try_from(*c).ok()))
-        }),
+        failure_grpc_codes: b
+            .failure_grpc_codes
+            .as_ref()
+            .map_or(d.failure_grpc_codes, |list| {
+                breaker::GrpcCodes::of(list.iter().filter_map(|c| u32::try_from(*c).ok()))
+            }),
         slow_call_ms: ms(b.slow_call_duration, d.slow_call_ms),
         slow_call_rate_threshold: b
             .slow_call_rate_threshold

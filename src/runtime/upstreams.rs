@@ -4,8 +4,8 @@
 //! instead of a load balancer's several kilobytes (it matters with 10,000 routes).
 
 use crate::config::{HealthCheckConfig, UpstreamAddr};
-use crate::tls::UpstreamTlsFiles;
 use crate::health::{ProbeLog, ProbeResult, ProbeTarget, RouteCheck};
+use crate::tls::UpstreamTlsFiles;
 use pingora::lb::discovery::Static;
 use pingora::lb::selection::RoundRobin;
 use pingora::lb::{Backend, Backends, LoadBalancer};
@@ -127,6 +127,12 @@ impl Upstreams {
             if addr.is_tls() {
                 peer.options.ca = tls.ca.clone();
                 peer.client_cert_key = tls.client.clone();
+                // The certificate's chain is always verified; its name is checked
+                // against a host name only (OpenSSL's host check does not match an IP
+                // address against the certificate's IP entries).
+                if addr.host.parse::<std::net::IpAddr>().is_ok() {
+                    peer.options.verify_hostname = false;
+                }
             }
             let backend = Backend::new(&socket.to_string())
                 .map_err(|e| format!("{raw:?}: invalid upstream address: {e}"))?;

@@ -403,12 +403,26 @@ impl Gateway {
         Self::start_full("", routes_toml, env)
     }
 
+    /// `server_extra` is added to the `[server]` section (e.g. `h2c = true`).
+    pub fn start_server(server_extra: &str, routes_toml: &str) -> Gateway {
+        Self::launch(server_extra, "", routes_toml, &[])
+    }
+
     /// `admin_extra` is added to the `[admin]` section (e.g. `token = "s3cret"`).
     pub fn start_full(admin_extra: &str, routes_toml: &str, env: &[(&str, &str)]) -> Gateway {
+        Self::launch("", admin_extra, routes_toml, env)
+    }
+
+    fn launch(
+        server_extra: &str,
+        admin_extra: &str,
+        routes_toml: &str,
+        env: &[(&str, &str)],
+    ) -> Gateway {
         let port = free_port();
         let admin = free_port();
         let header = format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\nthreads = 2\ngrace_period = \"5s\"\n\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n{admin_extra}\n\n"
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nthreads = 2\ngrace_period = \"5s\"\n{server_extra}\n\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n{admin_extra}\n\n"
         );
         let toml = format!("{header}{routes_toml}");
         let dir = tempfile::tempdir().expect("tempdir");
