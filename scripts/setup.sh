@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs the system packages fusegate's build needs, when they are missing:
 # cmake (zlib-ng, under pingora), pkg-config and libssl-dev (OpenSSL for TLS upstreams),
-# a C compiler; nats-server for the control-plane tests; nginx and wrk for the load
-# benchmark (the suite smoke-runs it). Debian/Ubuntu (apt-get); run as root or with sudo available.
+# a C compiler; curl (HTTP/2 and TLS client of the tests); nats-server for the
+# control-plane tests; nginx, wrk and h2load (nghttp2-client) for the load and edge
+# benchmarks (the suite smoke-runs them); openssl for scripts/selfsigned.sh.
+# Debian/Ubuntu (apt-get); run as root or with sudo available.
 set -euo pipefail
 
 need=()
@@ -16,6 +18,8 @@ command -v wrk >/dev/null 2>&1 || need+=(wrk)
 command -v pgrep >/dev/null 2>&1 || need+=(procps)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
+command -v h2load >/dev/null 2>&1 || need+=(nghttp2-client)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}" >&2
