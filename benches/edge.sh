@@ -84,6 +84,7 @@ level = "warn"
 CONF
 "$BIN/fusegate" run -c "$work/fusegate.toml" >/dev/null 2>"$work/fusegate.log" &
 pids+=($!); fg_pid=$!
+disown "$fg_pid"
 
 for url in "http://127.0.0.1:$UP/" "https://127.0.0.1:$NGX_TLS/" "https://127.0.0.1:$FG_TLS/"; do
   for _ in $(seq 100); do

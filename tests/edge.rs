@@ -160,6 +160,7 @@ fn tls_listener_serves_h2_and_http1_and_says_https_upstream() {
     assert_eq!(gw.get("/api/t/y").status, 200);
     assert_eq!(up.last_seen().headers["x-forwarded-proto"], "http");
 
+    gw.wait_window("t", 3);
     assert_eq!(
         gw.metric(r#"fusegate_tls_handshakes_total{result="ok"}"#),
         2.0
@@ -557,12 +558,13 @@ fn grpc_passes_through_and_its_status_decides_the_outcome() {
         "h2c = true",
         &format!(
             "[routes.g]\nupstreams = [\"{upstream}\"]\nprefix = \"/grpc.health.v1.Health\"\nhttp2 = true\n\
-             breaker = {{ volume_threshold = 3, error_threshold_percentage = 50, reset_timeout = \"30s\", failure_grpc_codes = [5] }}\n"
+             breaker = {{ volume_threshold = 3, error_threshold_percentage = 50, reset_timeout = \"3s\", failure_grpc_codes = [5] }}\n"
         ),
     );
     let url = gw.url("");
     // SERVING (1) through the gateway, with the trailers that carry grpc-status 0.
     assert_eq!(rt.block_on(grpc::check(&url, "known")).unwrap(), 1);
+    gw.wait_window("g", 1);
     assert_eq!(
         gw.metric(r#"fusegate_requests_total{code="200",proto="grpc",route="g"}"#),
         1.0
@@ -584,6 +586,11 @@ fn grpc_passes_through_and_its_status_decides_the_outcome() {
     assert_eq!(e.message(), "circuit open: g");
     assert_eq!(e.metadata().get("x-fusegate-breaker").unwrap(), "open");
     assert!(e.metadata().get("retry-after").is_some());
+    // After reset_timeout a gRPC call (its body streamed, as every gRPC body) is the
+    // half-open probe, and its grpc-status 0 closes the breaker.
+    gw.wait_state("g", "half_open");
+    assert_eq!(rt.block_on(grpc::check(&url, "known")).unwrap(), 1);
+    gw.wait_state("g", "closed");
     // No route: UNIMPLEMENTED, seen by an HTTP/2 client (tonic always calls the
     // service's own path).
     let out = Command::new("curl")

@@ -60,11 +60,18 @@ pub struct FrontDoor {
 
 impl FrontDoor {
     /// The plain listeners' door. pingora's HTTP/2 handling is turned on for the
-    /// connections the door finds speaking it (`server.h2c`).
+    /// connections the door finds speaking it (`server.h2c`, ALPN `h2`), with the start
+    /// config's `max_header_bytes` as its header-list limit and `keepalive_timeout` as
+    /// its idle limit (HTTP/2 settings are fixed when the server starts).
     pub fn new(mut proxy: HttpProxy<Proxy>, gateway: Arc<Gateway>) -> Self {
+        let server = &gateway.runtime().config.server;
         let mut options = pingora::apps::HttpServerOptions::default();
         options.h2c = true;
+        options.h2_idle_timeout = Some(server.keepalive_timeout.0).filter(|d| !d.is_zero());
         proxy.server_options = Some(options);
+        let mut h2 = pingora::protocols::http::v2::server::default_h2_options();
+        h2.max_header_list_size(u32::try_from(server.max_header_bytes.0).unwrap_or(u32::MAX));
+        proxy.h2_options = Some(h2);
         FrontDoor {
             proxy: Arc::new(proxy),
             gateway,

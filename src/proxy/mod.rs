@@ -366,8 +366,10 @@ impl ProxyHttp for Proxy {
         }
         let result = match acquired.result {
             // A probe is settled at the response header, which a streamed upload would
-            // put off for as long as the client likes: such a request is no probe.
-            Ok(permit) if permit.is_probe() && ctx.streamed_body => {
+            // put off for as long as the client likes: such a request is no probe. gRPC
+            // requests always stream their body; one is a probe held to `timeout` from
+            // its start (see `upstream_peer`), so a gRPC route can recover.
+            Ok(permit) if permit.is_probe() && ctx.streamed_body && !ctx.grpc => {
                 Err(route.breaker.refuse_probe(permit))
             }
             other => other,
@@ -429,8 +431,10 @@ impl ProxyHttp for Proxy {
             if !ctx.idle_timeout.is_zero() && !probe {
                 peer.options.read_timeout = Some(ctx.idle_timeout);
             }
-        } else if ctx.streamed_body {
-            // While the body streams, the client's body timeout must fire first.
+        } else if ctx.streamed_body && !probe {
+            // While the body streams, the client's body timeout must fire first. (A
+            // streamed gRPC probe keeps `timeout`: a client that stalls its body then
+            // gives the probe back when it runs out, blamed on nobody.)
             peer.options.read_timeout = peer
                 .options
                 .read_timeout
