@@ -13,6 +13,7 @@ use crate::reload::{FileWatch, SignalReload};
 use async_trait::async_trait;
 use pingora::apps::http_app::HttpServer;
 use pingora::apps::ServerApp;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
@@ -22,6 +23,10 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// The TLS listeners' socket read buffer: one TLS record at most (OpenSSL keeps its own
+/// buffer above it), not pingora's default 64 KiB per connection.
+const TLS_READ_BUFFER: usize = 16 * 1024 + 512;
 
 /// How often the drain watcher looks at the in-flight count.
 const DRAIN_POLL: Duration = Duration::from_millis(20);
@@ -112,7 +117,11 @@ impl Gatekeeper {
             // hands it the plain TCP connection.
             let mut tls = Service::new("fusegate tls".into(), door.tls_door());
             for addr in &tls_listen {
-                tls.add_tcp(addr);
+                tls.add_listener(
+                    ListenerConfig::tcp(addr.as_str()).l4_buffer(
+                        L4BufferSettings::default().read(TLS_READ_BUFFER),
+                    ),
+                );
             }
             server.add_service(tls);
         }

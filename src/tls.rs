@@ -18,7 +18,7 @@ use pingora::tls::nid::Nid;
 use pingora::tls::pkey::{PKey, Private};
 use pingora::tls::ssl::{
     select_next_proto, AlpnError, NameType, SslAcceptor, SslAcceptorBuilder, SslContext, SslMethod,
-    SslRef, SslVersion,
+    SslMode, SslRef, SslVersion,
 };
 use pingora::tls::x509::X509;
 use std::collections::HashMap;
@@ -182,6 +182,8 @@ fn context_builder(
     }
     b.set_private_key(&pair.key)?;
     b.check_private_key()?;
+    // An idle connection gives its record buffers back (as nginx does).
+    b.set_mode(SslMode::RELEASE_BUFFERS);
     let offer = if h2 { ALPN_H2_H1 } else { ALPN_H1 };
     // No protocol in common: go on without ALPN (the client then speaks HTTP/1.1).
     b.set_alpn_select_callback(move |_, client| {
