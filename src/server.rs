@@ -118,9 +118,8 @@ impl Gatekeeper {
             let mut tls = Service::new("fusegate tls".into(), door.tls_door());
             for addr in &tls_listen {
                 tls.add_listener(
-                    ListenerConfig::tcp(addr.as_str()).l4_buffer(
-                        L4BufferSettings::default().read(TLS_READ_BUFFER),
-                    ),
+                    ListenerConfig::tcp(addr.as_str())
+                        .l4_buffer(L4BufferSettings::default().read(TLS_READ_BUFFER)),
                 );
             }
             server.add_service(tls);

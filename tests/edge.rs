@@ -375,6 +375,32 @@ fn the_wrong_protocol_on_either_port_is_closed_quietly() {
 }
 
 #[test]
+fn min_version_and_h2_off_are_what_clients_get() {
+    let up = Upstream::start("v");
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new();
+    let ca_file = ca.write(dir.path(), "ca.pem");
+    let (cert, key) = ca.write_leaf(dir.path(), "gw", &["gw.test"]);
+    let tls_port = free_port();
+    let _gw = Gateway::start(&format!(
+        "[server.tls]\nlisten = [\"127.0.0.1:{tls_port}\"]\ncert = \"{}\"\nkey = \"{}\"\nmin_version = \"1.3\"\nh2 = false\n\n[routes.v]\nupstreams = [\"{}\"]\n",
+        toml_path(&cert),
+        toml_path(&key),
+        up.url()
+    ));
+    let url = format!("https://gw.test:{tls_port}/api/v/x");
+    let args = tls_args("gw.test", tls_port, &ca_file);
+    // HTTP/1.1 only, though the client offers h2.
+    let r = curl(&strs(&args), &url);
+    assert_eq!((r.status, r.version.as_str()), (200, "1.1"));
+    // A client that stops at TLS 1.2 gets no connection.
+    let mut old = strs(&args);
+    old.extend(["--tlsv1.2", "--tls-max", "1.2"]);
+    assert_eq!(curl(&old, &url).status, 0);
+    assert_eq!(up.hits(), 1);
+}
+
+#[test]
 fn h2c_serves_prior_knowledge_beside_http1_on_the_plain_port() {
     let up = Upstream::start("h");
     let gw = Gateway::start_server(
@@ -550,6 +576,24 @@ mod grpc {
     }
 }
 
+/// The response head (lower-cased) to an empty gRPC request over h2c, from curl.
+fn grpc_head(url: &str) -> String {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-D",
+            "-",
+            "-o",
+            "/dev/null",
+            "--http2-prior-knowledge",
+        ])
+        .args(["-H", "content-type: application/grpc", "--data-binary", ""])
+        .arg(url)
+        .output()
+        .expect("run curl");
+    String::from_utf8_lossy(&out.stdout).to_ascii_lowercase()
+}
+
 #[test]
 fn grpc_passes_through_and_its_status_decides_the_outcome() {
     let rt = grpc::runtime();
@@ -558,7 +602,9 @@ fn grpc_passes_through_and_its_status_decides_the_outcome() {
         "h2c = true",
         &format!(
             "[routes.g]\nupstreams = [\"{upstream}\"]\nprefix = \"/grpc.health.v1.Health\"\nhttp2 = true\n\
-             breaker = {{ volume_threshold = 3, error_threshold_percentage = 50, reset_timeout = \"3s\", failure_grpc_codes = [5] }}\n"
+             breaker = {{ volume_threshold = 3, error_threshold_percentage = 50, reset_timeout = \"3s\", failure_grpc_codes = [5] }}\n\n\
+             [routes.rl]\nupstreams = [\"{upstream}\"]\nprefix = \"/limited\"\nhttp2 = true\n\
+             rate_limit = {{ requests_per_second = 1, burst = 1 }}\n"
         ),
     );
     let url = gw.url("");
@@ -593,20 +639,7 @@ fn grpc_passes_through_and_its_status_decides_the_outcome() {
     gw.wait_state("g", "closed");
     // No route: UNIMPLEMENTED, seen by an HTTP/2 client (tonic always calls the
     // service's own path).
-    let out = Command::new("curl")
-        .args([
-            "-s",
-            "-D",
-            "-",
-            "-o",
-            "/dev/null",
-            "--http2-prior-knowledge",
-        ])
-        .args(["-H", "content-type: application/grpc", "--data-binary", ""])
-        .arg(gw.url("/nope"))
-        .output()
-        .expect("run curl");
-    let head = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+    let head = grpc_head(&gw.url("/nope"));
     assert!(head.starts_with("http/2 200"), "{head}");
     assert!(head.contains("grpc-status: 12\r\n"), "{head}");
     assert!(head.contains("grpc-message: no route: /nope\r\n"), "{head}");
@@ -614,6 +647,15 @@ fn grpc_passes_through_and_its_status_decides_the_outcome() {
         head.contains("content-type: application/grpc\r\n"),
         "{head}"
     );
+    // Rate limited: RESOURCE_EXHAUSTED, with Retry-After.
+    grpc_head(&gw.url("/limited/x"));
+    let head = grpc_head(&gw.url("/limited/x"));
+    assert!(head.contains("grpc-status: 8\r\n"), "{head}");
+    assert!(
+        head.contains("grpc-message: rate limited: rl\r\n"),
+        "{head}"
+    );
+    assert!(head.contains("retry-after: "), "{head}");
 }
 
 #[test]
@@ -660,4 +702,61 @@ fn a_grpc_answer_that_ends_without_grpc_status_is_a_reset() {
         gw.metric(r#"fusegate_upstream_failures_total{kind="reset",route="r"}"#),
         1.0
     );
+}
+
+#[test]
+fn http2_to_an_https_upstream_goes_through_alpn() {
+    use openssl::ssl::{AlpnError, SslAcceptor, SslFiletype, SslMethod};
+    let rt = grpc::runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new();
+    let ca_file = ca.write(dir.path(), "ca.pem");
+    let (cert, key) = ca.write_leaf(dir.path(), "up", &["localhost"]);
+    // An HTTP/2-only upstream over TLS (ALPN h2), answering with the protocol it saw.
+    let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).unwrap();
+    b.set_certificate_chain_file(&cert).unwrap();
+    b.set_private_key_file(&key, SslFiletype::PEM).unwrap();
+    b.set_alpn_select_callback(|_, client| {
+        openssl::ssl::select_next_proto(b"\x02h2", client).ok_or(AlpnError::ALERT_FATAL)
+    });
+    let acceptor = Arc::new(b.build());
+    let port = free_port();
+    let addr = ("localhost", port)
+        .to_socket_addrs()
+        .unwrap()
+        .next()
+        .unwrap();
+    let listener = rt.block_on(tokio::net::TcpListener::bind(addr)).unwrap();
+    rt.spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(ssl) = openssl::ssl::Ssl::new(acceptor.context()) else {
+                    return;
+                };
+                let Ok(mut tls) = tokio_openssl::SslStream::new(ssl, socket) else {
+                    return;
+                };
+                if std::pin::Pin::new(&mut tls).accept().await.is_err() {
+                    return;
+                }
+                let Ok(mut conn) = h2::server::handshake(tls).await else {
+                    return;
+                };
+                while let Some(Ok((req, mut respond))) = conn.accept().await {
+                    let body = format!("{:?}", req.version());
+                    let resp = http::Response::builder().status(200).body(()).unwrap();
+                    if let Ok(mut out) = respond.send_response(resp, false) {
+                        let _ = out.send_data(bytes::Bytes::from(body), true);
+                    }
+                }
+            });
+        }
+    });
+    let gw = Gateway::start(&format!(
+        "[routes.h]\nupstreams = [\"https://localhost:{port}\"]\nhttp2 = true\ntls_ca = \"{}\"\n",
+        toml_path(&ca_file)
+    ));
+    let r = gw.get("/api/h/x");
+    assert_eq!((r.status, r.body.as_str()), (200, "HTTP/2.0"));
 }
