@@ -760,3 +760,41 @@ fn http2_to_an_https_upstream_goes_through_alpn() {
     let r = gw.get("/api/h/x");
     assert_eq!((r.status, r.body.as_str()), (200, "HTTP/2.0"));
 }
+
+#[test]
+fn an_http2_upload_that_stalls_gets_408_after_body_timeout() {
+    let up = Upstream::start("b");
+    let gw = Gateway::start_server(
+        "h2c = true\nbody_timeout = \"1s\"",
+        &format!("[routes.b]\nupstreams = [\"{}\"]\n", up.url()),
+    );
+    let rt = grpc::runtime();
+    let port = gw.port;
+    let status = rt.block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        let (client, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+        tokio::spawn(conn);
+        let mut client = client.ready().await.expect("h2 ready");
+        let req = http::Request::builder()
+            .method("POST")
+            .uri(format!("http://127.0.0.1:{port}/api/b/upload"))
+            .header("content-length", "10")
+            .body(())
+            .unwrap();
+        let (resp, mut body) = client.send_request(req, false).expect("send request");
+        // Three bytes of ten, then nothing.
+        body.send_data(bytes::Bytes::from_static(b"abc"), false)
+            .expect("send body");
+        let resp = tokio::time::timeout(Duration::from_secs(10), resp)
+            .await
+            .expect("an answer within 10 s")
+            .expect("a response");
+        drop(body);
+        resp.status().as_u16()
+    });
+    assert_eq!(status, 408);
+    assert_eq!(up.hits(), 0);
+    assert_eq!(gw.breaker("b")["window"]["total"], 0);
+}

@@ -286,7 +286,7 @@ impl ProxyHttp for Proxy {
                 if declared.is_some_and(|n| n > 0 && n <= PREREAD_LIMIT)
                     && !session.is_upgrade_req()
                 {
-                    if let Err(e) = read_whole_body(session).await {
+                    if let Err(e) = read_whole_body(session, ctx.body_timeout).await {
                         let e = e.into_down();
                         if classify(e.etype(), e.esource(), false)
                             != ProxyFailure::Downstream(failure::ClientFault::Stalled)
@@ -976,11 +976,12 @@ impl RequestCtx {
 }
 
 /// Reads a request body whole (into pingora's retry buffer, from which it is sent
-/// upstream), each read bounded by the session's read timeout (`server.body_timeout`).
+/// upstream), each read bounded by `server.body_timeout` (the session's read timeout on
+/// HTTP/1; a timer here on HTTP/2).
 ///
 /// A client waiting for `100 Continue` gets it from the gateway, as from nginx, and the
 /// upstream gets the body without `Expect`.
-async fn read_whole_body(session: &mut Session) -> Result<()> {
+async fn read_whole_body(session: &mut Session, body_timeout: Duration) -> Result<()> {
     let expects_continue = session
         .req_header()
         .headers
@@ -996,8 +997,21 @@ async fn read_whole_body(session: &mut Session) -> Result<()> {
             .remove_header(&http::header::EXPECT);
     }
     session.downstream_session.enable_retry_buffering();
-    while session.read_request_body().await?.is_some() {}
-    Ok(())
+    if !session.is_http2() {
+        while session.read_request_body().await?.is_some() {}
+        return Ok(());
+    }
+    // pingora's HTTP/2 streams have no read timeout of their own.
+    loop {
+        match tokio::time::timeout(body_timeout, session.read_request_body()).await {
+            Ok(Ok(Some(_))) => {}
+            Ok(Ok(None)) => return Ok(()),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                return Error::e_explain(ReadTimedout, "no request body piece within body_timeout")
+            }
+        }
+    }
 }
 
 /// The access-log entry for a request: what it holds already, no formatting.
