@@ -3,7 +3,9 @@
 # cmake (zlib-ng, under pingora), pkg-config and libssl-dev (OpenSSL for TLS upstreams),
 # a C compiler; curl (HTTP/2 and TLS client of the tests); nats-server for the
 # control-plane tests; nginx, wrk and h2load (nghttp2-client) for the load and edge
-# benchmarks (the suite smoke-runs them); openssl for scripts/selfsigned.sh.
+# benchmarks (the suite smoke-runs them); openssl for scripts/selfsigned.sh; promtool
+# (prometheus) for the alert rules' tests; chromium and chromium-driver for the
+# dashboard's browser tests.
 # Debian/Ubuntu (apt-get); run as root or with sudo available.
 set -euo pipefail
 
@@ -20,6 +22,9 @@ command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
 command -v h2load >/dev/null 2>&1 || need+=(nghttp2-client)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}" >&2
