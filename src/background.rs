@@ -96,3 +96,38 @@ impl BackgroundService for BreakerTicker {
         }
     }
 }
+
+/// Takes the dashboard's snapshot once a second while anyone watches: a dashboard stream
+/// on the admin port, or the control plane publishing snapshots (`nats.snapshot_interval`).
+pub struct LiveSampler {
+    pub gateway: Arc<Gateway>,
+}
+
+/// The snapshot period: the dashboard's figures are per second.
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
+#[async_trait]
+impl BackgroundService for LiveSampler {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let gw = &self.gateway;
+        let mut sampler = crate::live::Sampler::default();
+        let mut tick = tokio::time::interval(SAMPLE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            let published = gw
+                .runtime()
+                .config
+                .nats
+                .as_ref()
+                .is_some_and(|n| !n.snapshot_interval.0.is_zero());
+            if gw.live.watched() || published {
+                let snapshot = sampler.sample(gw, gw.clock.now_ms());
+                gw.live.publish_snapshot(snapshot);
+            }
+        }
+    }
+}

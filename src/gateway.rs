@@ -132,6 +132,8 @@ pub struct Gateway {
     pub access_log: ArcSwapOption<AccessLog>,
     /// The span exporter in force, when `[tracing]` is set.
     pub otel: ArcSwapOption<Otel>,
+    /// Live per-route figures and transitions for the dashboard.
+    pub live: crate::live::Live,
     /// Whether `[nats]` is configured.
     pub nats_enabled: bool,
     nats_connected: AtomicBool,
@@ -174,6 +176,7 @@ impl Gateway {
             last_reload: ArcSwap::from_pointee(None),
             access_log: ArcSwapOption::new(access_log),
             otel: ArcSwapOption::new(otel),
+            live: crate::live::Live::default(),
             nats_enabled,
             nats_connected: AtomicBool::new(false),
             events: OnceLock::new(),
@@ -216,7 +219,7 @@ impl Gateway {
             window.failures,
             window.slow
         );
-        self.publish(ControlEvent::Breaker(serde_json::json!({
+        let event = serde_json::json!({
             "identity": self.identity,
             "facts": self.facts,
             "route": route.name.as_ref(),
@@ -230,7 +233,9 @@ impl Gateway {
                 "slow": window.slow,
                 "failure_percentage": window.failure_percentage(),
             },
-        })));
+        });
+        self.live.publish_transition(&event);
+        self.publish(ControlEvent::Breaker(event));
     }
 
     /// Hands an event to the control plane without waiting; dropped when none is

@@ -16,6 +16,7 @@ pub mod demo;
 pub mod forwarded;
 pub mod gateway;
 pub mod health;
+pub mod live;
 pub mod logging;
 pub mod metrics;
 pub mod otel;

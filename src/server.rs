@@ -4,14 +4,13 @@
 //! SIGTERM: stop accepting, let requests in flight finish (at most `server.grace_period`),
 //! exit 0 as soon as none is left. SIGINT: the same without waiting.
 
-use crate::admin::Admin;
-use crate::background::{BreakerTicker, HealthService, RateLimitMaintenance};
+use crate::admin::AdminApp;
+use crate::background::{BreakerTicker, HealthService, LiveSampler, RateLimitMaintenance};
 use crate::config::Config;
 use crate::gateway::Gateway;
 use crate::proxy::{client_limits, serve_limited, FrontDoor, Proxy};
 use crate::reload::{FileWatch, SignalReload};
 use async_trait::async_trait;
-use pingora::apps::http_app::HttpServer;
 use pingora::apps::ServerApp;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::ServerConf;
@@ -34,7 +33,7 @@ const DRAIN_POLL: Duration = Duration::from_millis(20);
 /// The admin port's application: the admin HTTP app behind the same request-header
 /// limits as the proxy port (`server.header_timeout`, `server.max_header_bytes`).
 struct AdminDoor {
-    app: Arc<HttpServer<Admin>>,
+    app: Arc<AdminApp>,
     gateway: Arc<Gateway>,
 }
 
@@ -105,7 +104,6 @@ impl Gatekeeper {
         conf.pid_file = String::new();
         ignore_sighup_until_served()?;
         let gateway = Gateway::new(config, config_path.clone())?;
-        let admin = Admin::new(gateway.clone());
 
         let mut server = Server::new_with_opt_and_conf(None, conf);
         server.bootstrap();
@@ -130,7 +128,7 @@ impl Gatekeeper {
         }
         server.add_service(proxy);
         let admin_door = AdminDoor {
-            app: Arc::new(HttpServer::new_app(admin)),
+            app: Arc::new(AdminApp::new(gateway.clone())),
             gateway: gateway.clone(),
         };
         let mut admin_service = Service::new("fusegate admin".into(), admin_door);
@@ -145,6 +143,12 @@ impl Gatekeeper {
         server.add_service(background_service(
             "breaker clock",
             BreakerTicker {
+                gateway: gateway.clone(),
+            },
+        ));
+        server.add_service(background_service(
+            "dashboard snapshots",
+            LiveSampler {
                 gateway: gateway.clone(),
             },
         ));

@@ -4,7 +4,10 @@
 //! It is a pingora `ServeHttp` app, a second service of the same server. It reads the
 //! shared [`Gateway`] and acts on breakers through it; it never touches the proxy path.
 
+mod events;
 pub mod views;
+
+pub use events::{AdminApp, DASHBOARD_HTML};
 
 use crate::config::LogLevel;
 use crate::gateway::{BreakerAction, Gateway};
@@ -21,6 +24,7 @@ const MAX_BODY: usize = 64 * 1024;
 
 /// The admin HTTP app. Its token rules are read from the config in force, so a reload
 /// can change them.
+#[derive(Clone)]
 pub struct Admin {
     gateway: Arc<Gateway>,
 }
@@ -259,6 +263,11 @@ impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let method = session.req_header().method.clone();
         let path = session.req_header().uri.path().to_string();
+        if method == Method::GET && matches!(path.as_str(), "/dashboard" | "/dashboard/") {
+            // The page holds no data: it opens without a token, and asks for one when
+            // the data or an action needs it.
+            return events::page();
+        }
         let auth = session
             .req_header()
             .headers
@@ -271,15 +280,6 @@ impl ServeHttp for Admin {
                 Err(reply) => reply,
             },
         };
-        let mut builder = Response::builder()
-            .status(reply.status)
-            .header("content-type", reply.content_type)
-            .header("content-length", reply.body.len());
-        if reply.status == StatusCode::UNAUTHORIZED {
-            builder = builder.header("www-authenticate", "Bearer");
-        }
-        builder
-            .body(reply.body)
-            .unwrap_or_else(|_| Response::new(Vec::new()))
+        reply.into_response()
     }
 }

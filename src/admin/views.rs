@@ -16,6 +16,18 @@ pub struct WindowView {
     pub failure_percentage: f64,
 }
 
+impl WindowView {
+    /// A breaker window's counts, the percentage to one decimal.
+    pub fn of(w: &crate::breaker::Counts) -> Self {
+        WindowView {
+            total: w.total,
+            failures: w.failures,
+            slow: w.slow,
+            failure_percentage: (w.failure_percentage() * 10.0).round() / 10.0,
+        }
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct UpstreamView {
     pub addr: String,
@@ -64,12 +76,7 @@ pub fn breaker(gw: &Gateway, route: &Route) -> BreakerView {
         state: snap.state.as_str(),
         mode: route.settings.mode.as_str(),
         since: rfc3339(gw.clock.wall(snap.since_ms)),
-        window: WindowView {
-            total: snap.window.total,
-            failures: snap.window.failures,
-            slow: snap.window.slow,
-            failure_percentage: (snap.window.failure_percentage() * 10.0).round() / 10.0,
-        },
+        window: WindowView::of(&snap.window),
         rejected_total: snap.rejected_total,
         retry_after_secs: snap.retry_after_secs,
         open_timeout_ms: snap.open_ms,

@@ -396,6 +396,9 @@ pub struct NatsConfig {
     pub tls_key: Option<String>,
     /// Record and apply operator pauses as desired state in JetStream (SPEC §14).
     pub fleet_state: bool,
+    /// How often the dashboard snapshot is published on
+    /// `fusegate.<cluster>.events.snapshot`; 0 turns it off.
+    pub snapshot_interval: Dur,
 }
 
 impl Default for NatsConfig {
@@ -413,6 +416,7 @@ impl Default for NatsConfig {
             tls_cert: None,
             tls_key: None,
             fleet_state: false,
+            snapshot_interval: Dur::from_secs(2),
         }
     }
 }

@@ -35,6 +35,11 @@ pub fn config_events_subject(cluster: &str) -> String {
     format!("fusegate.{cluster}.events.config")
 }
 
+/// Where gateways publish their dashboard snapshot every `nats.snapshot_interval`.
+pub fn snapshot_subject(cluster: &str) -> String {
+    format!("fusegate.{cluster}.events.snapshot")
+}
+
 /// Which instances a request is for. Every fact must match; identities, when given,
 /// must include the instance's.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]

@@ -90,6 +90,7 @@ impl BackgroundService for ControlPlane {
                 return;
             }
         };
+        tokio::spawn(publish_snapshots(gw.clone(), client.clone(), cluster.clone()));
         if self.config.fleet_state {
             let follower = super::fleet_state::Follower::new(gw.clone());
             tokio::spawn(follower.run(client.clone(), cluster.clone()));
@@ -168,6 +169,33 @@ impl BackgroundService for ControlPlane {
                     gw.request_shutdown();
                 }
             });
+        }
+    }
+}
+
+/// Publishes the dashboard snapshot every `nats.snapshot_interval` (read again each
+/// time, so a reload changes it; 0 pauses it) for `fusegate dashboard`.
+async fn publish_snapshots(gw: Arc<Gateway>, client: async_nats::Client, cluster: String) {
+    let subject = super::snapshot_subject(&cluster);
+    loop {
+        let every = gw
+            .runtime()
+            .config
+            .nats
+            .as_ref()
+            .map_or(Duration::ZERO, |n| n.snapshot_interval.0);
+        tokio::time::sleep(if every.is_zero() {
+            crate::background::SAMPLE_EVERY
+        } else {
+            every
+        })
+        .await;
+        let snapshot = gw.live.latest();
+        if every.is_zero() || snapshot.is_empty() {
+            continue;
+        }
+        if let Err(e) = client.publish(subject.clone(), snapshot).await {
+            log::debug!("snapshot not published: {e}");
         }
     }
 }

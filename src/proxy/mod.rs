@@ -52,6 +52,7 @@ pub use request_id::RequestIds;
 use crate::breaker::{FailureKind, Outcome, Permit, State};
 use crate::config::HostHeader;
 use crate::gateway::{Gateway, InflightGuard};
+use crate::live;
 use crate::metrics::{ClientError, Proto, RejectReason};
 use crate::router::{check_path, merge_slashes};
 use crate::runtime::{Route, UpstreamUsed};
@@ -119,6 +120,8 @@ pub struct RequestCtx {
     upstream_status: Option<u16>,
     /// The upstream's time to its response header, once it has arrived.
     header_ms: Option<u64>,
+    /// The same in microseconds, for the dashboard's latency percentiles.
+    header_us: Option<u64>,
     connect_failed: bool,
     /// The breaker turned this request away and it goes to the route's fallback upstream
     /// instead: the rejection it stands in for.
@@ -174,6 +177,7 @@ impl ProxyHttp for Proxy {
             peer_trusted: false,
             upstream_status: None,
             header_ms: None,
+            header_us: None,
             connect_failed: false,
             fallback: None,
             body_read: 0,
@@ -571,7 +575,9 @@ impl ProxyHttp for Proxy {
         if ctx.fallback.is_some() {
             return fallback::mark_response(ctx, upstream_response);
         }
-        ctx.header_ms = Some(ctx.upstream_ms());
+        let us = ctx.upstream_us();
+        ctx.header_us = Some(us);
+        ctx.header_ms = Some(us / 1000);
         let probe = ctx.permit.as_ref().is_some_and(Permit::is_probe);
         let route_cache = ctx
             .route
@@ -838,6 +844,28 @@ impl Proxy {
     /// breaker; returns that outcome as the access log names it: `success`, the failure
     /// kind the breaker recorded, `rejected` or `client_error`.
     fn account(&self, session: &Session, e: Option<&Error>, ctx: &mut RequestCtx) -> &'static str {
+        let outcome = self.record(session, e, ctx);
+        if let Some(route) = &ctx.route {
+            let stale = route.cache.is_some()
+                && caching::result(session, &ctx.cache) == caching::CacheResult::Stale;
+            let kind = match outcome {
+                _ if stale => live::Kind::Stale,
+                "success" => live::Kind::Ok,
+                "status" | "connect" | "reset" => live::Kind::Failed,
+                "timeout" => live::Kind::Timeout,
+                REJECTED if final_response(session).is_some_and(|r| r.status == 429) => {
+                    live::Kind::RateLimited
+                }
+                REJECTED => live::Kind::Rejected,
+                _ => live::Kind::Other,
+            };
+            route.live.record(kind, ctx.header_us);
+        }
+        outcome
+    }
+
+    /// [`Proxy::account`]'s metrics and breaker part.
+    fn record(&self, session: &Session, e: Option<&Error>, ctx: &mut RequestCtx) -> &'static str {
         let failure = e.map(|e| ctx.classify(e));
         let unsettled = match failure {
             _ if ctx.answered.is_some() => ctx.answered.unwrap_or(CLIENT_ERROR),
@@ -953,11 +981,15 @@ impl RequestCtx {
     /// The upstream's time so far: from the request fully sent (or, before that, from
     /// the connection attempt) until now.
     fn upstream_ms(&self) -> u64 {
+        self.upstream_us() / 1000
+    }
+
+    fn upstream_us(&self) -> u64 {
         let from = self
             .sent_at
             .or(self.upstream_started)
             .unwrap_or(self.started);
-        u64::try_from(from.elapsed().as_millis()).unwrap_or(u64::MAX)
+        u64::try_from(from.elapsed().as_micros()).unwrap_or(u64::MAX)
     }
 
     /// What a pingora error means for this request. An upstream read timeout while the

@@ -41,6 +41,8 @@ pub struct Route {
     /// What answers instead of the breaker's 503, if anything.
     pub fallback: Option<Fallback>,
     pub metrics: RouteMetrics,
+    /// What the dashboard shows of the last second; kept across reloads.
+    pub live: Arc<crate::live::LiveStats>,
 }
 
 /// Which upstream a request went to.
@@ -85,6 +87,7 @@ pub struct Registries {
     pub rate_limits: ByRoute<Arc<RateLimit>>,
     pub caches: CacheRegistry,
     pub upstreams: ByRoute<Arc<Upstreams>>,
+    pub live: ByRoute<Arc<crate::live::LiveStats>>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -102,6 +105,7 @@ impl Registries {
         let route = |name: &str| next.route(name);
         self.breakers.retain(|n| route(n).is_some());
         self.upstreams.retain(|n| route(n).is_some());
+        self.live.retain(|n| route(n).is_some());
         self.rate_limits
             .retain(|n| route(n).is_some_and(|r| r.rate_limit.is_some()));
         self.caches
@@ -212,6 +216,9 @@ impl Runtime {
                 cache,
                 fallback,
                 metrics: route_metrics,
+                live: registries
+                    .live
+                    .update(name, |kept| kept.cloned().unwrap_or_default()),
             });
             router.insert(&route.prefix, route.clone());
             routes.push(route);
