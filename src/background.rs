@@ -124,7 +124,11 @@ impl BackgroundService for LiveSampler {
                 .nats
                 .as_ref()
                 .is_some_and(|n| !n.snapshot_interval.0.is_zero());
-            if gw.live.watched() || published {
+            let watchers = gw.live.watchers();
+            gw.metrics
+                .dashboard_streams
+                .set(i64::try_from(watchers).unwrap_or(i64::MAX));
+            if watchers > 0 || published {
                 let snapshot = sampler.sample(gw, gw.clock.now_ms());
                 gw.live.publish_snapshot(snapshot);
             }

@@ -59,7 +59,7 @@ pub fn upstream_services() -> Vec<Service<pingora::apps::http_app::HttpServer<De
 /// What `fusegate demo` prints once it is up.
 pub fn guide() -> String {
     format!(
-        r#"fusegate demo is running.
+        r#"fusegate demo is running: open the dashboard at http://{ADMIN_ADDR}/dashboard
   gateway   http://{PROXY_ADDR}   (routes /api/catalog and /api/search)
   admin     http://{ADMIN_ADDR}
   catalog   http://{CATALOG_ADDR}  always answers 200

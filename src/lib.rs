@@ -12,6 +12,7 @@ pub mod clock;
 pub mod config;
 pub mod control;
 pub mod ctl;
+pub mod dashboard;
 pub mod demo;
 pub mod forwarded;
 pub mod gateway;

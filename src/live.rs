@@ -188,7 +188,8 @@ fn route_live(
     let total: u64 = (0..7)
         .map(|i| now.counts[i].wrapping_sub(before.counts[i]))
         .sum();
-    let hist: [u32; BUCKETS] = std::array::from_fn(|i| now.latency[i].wrapping_sub(before.latency[i]));
+    let hist: [u32; BUCKETS] =
+        std::array::from_fn(|i| now.latency[i].wrapping_sub(before.latency[i]));
     let secs = (now_ms.saturating_sub(then_ms) as f64 / 1000.0).max(1.0);
     let snap = route.breaker.snapshot(&route.settings, now_ms);
     RouteLive {
@@ -265,7 +266,12 @@ impl Live {
 
     /// Whether any dashboard stream is open.
     pub fn watched(&self) -> bool {
-        self.watchers.load(Relaxed) > 0
+        self.watchers() > 0
+    }
+
+    /// Dashboard streams open now.
+    pub fn watchers(&self) -> usize {
+        self.watchers.load(Relaxed)
     }
 
     /// Hands a new snapshot to every stream.
@@ -281,10 +287,15 @@ impl Live {
     /// Hands a transition event to every stream (none listening: dropped).
     pub fn publish_transition(&self, event: &serde_json::Value) {
         if self.transitions.receiver_count() > 0 {
-            let _ = self
-                .transitions
-                .send(Bytes::from(serde_json::to_vec(event).unwrap_or_default()));
+            self.publish_transition_json(Bytes::from(
+                serde_json::to_vec(event).unwrap_or_default(),
+            ));
         }
+    }
+
+    /// The same, already encoded.
+    pub fn publish_transition_json(&self, json: Bytes) {
+        let _ = self.transitions.send(json);
     }
 }
 
@@ -328,6 +339,9 @@ mod tests {
         s.latency[3].fetch_add(2, Relaxed);
         let after = s.read();
         assert_eq!(after.latency[3].wrapping_sub(before.latency[3]), 2);
-        assert_eq!(after.counts[Kind::Ok as usize] - before.counts[Kind::Ok as usize], 1);
+        assert_eq!(
+            after.counts[Kind::Ok as usize] - before.counts[Kind::Ok as usize],
+            1
+        );
     }
 }

@@ -80,6 +80,26 @@ enum Command {
         /// The route (pause, resume, flip, reset, purge, history) or the level (loglevel).
         target: Option<String>,
     },
+    /// The dashboard page for a whole fleet, fed by the snapshots gateways publish on NATS.
+    Dashboard {
+        /// NATS server [default: the config's nats.url, else nats://127.0.0.1:4222].
+        #[arg(long)]
+        nats: Option<String>,
+        /// Cluster name [default: the config's nats.cluster, else "default"].
+        #[arg(long)]
+        cluster: Option<String>,
+        /// Where to serve the page (a loopback address).
+        #[arg(long, default_value = "127.0.0.1:9191")]
+        listen: String,
+        /// How long a button's action gathers replies.
+        #[arg(long, default_value = "2s", value_parser = parse_duration)]
+        timeout: std::time::Duration,
+        #[command(flatten)]
+        auth: fusegate::control::connect::NatsAuth,
+        /// Config file to take defaults from.
+        #[arg(short = 'c', long = "config", env = "FUSEGATE_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
     /// Show the breaker table of a running gateway, from its admin port.
     Status {
         /// Admin port base URL.
@@ -150,6 +170,41 @@ fn main() -> ExitCode {
                 fleet_state: from_config.as_ref().is_some_and(|n| n.fleet_state),
             };
             ExitCode::from(fusegate::ctl::run(&args))
+        }
+        Command::Dashboard {
+            nats,
+            cluster,
+            listen,
+            timeout,
+            auth,
+            config,
+        } => {
+            fusegate::logging::init(
+                fusegate::config::LogLevel::Info,
+                fusegate::config::LogFormat::Text,
+            );
+            let from_config = config::load(&config, true).ok().and_then(|c| c.nats);
+            let nats = fusegate::ctl::CtlArgs {
+                url: nats
+                    .or_else(|| from_config.as_ref().map(|n| n.url.clone()))
+                    .unwrap_or_else(|| "nats://127.0.0.1:4222".into()),
+                cluster: cluster
+                    .or_else(|| from_config.as_ref().map(|n| n.cluster.clone()))
+                    .unwrap_or_else(|| "default".into()),
+                facts: Default::default(),
+                identities: Vec::new(),
+                timeout,
+                json: true,
+                auth,
+                action: String::new(),
+                target: None,
+                for_duration: None,
+                as_name: None,
+                fleet_state: from_config.as_ref().is_some_and(|n| n.fleet_state),
+            };
+            ExitCode::from(fusegate::dashboard::run(
+                fusegate::dashboard::DashboardArgs { nats, listen },
+            ))
         }
         Command::Status {
             admin,

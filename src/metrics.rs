@@ -162,6 +162,8 @@ pub struct Metrics {
     pub trace_spans_dropped: IntCounter,
     /// `fusegate_tls_handshakes_total{result="ok"}` and `{result="error"}`.
     tls_handshakes: [IntCounter; 2],
+    /// `fusegate_dashboard_streams`: dashboard event streams open on the admin port.
+    pub dashboard_streams: IntGauge,
     cache_evictions: IntCounterVec,
     cache_bytes: IntGaugeVec,
     cache_entries: IntGaugeVec,
@@ -256,6 +258,11 @@ impl Metrics {
             &["result"],
         )?;
         let tls_handshakes = ["ok", "error"].map(|l| tls_handshakes.with_label_values(&[l]));
+        let dashboard_streams = IntGauge::new(
+            "fusegate_dashboard_streams",
+            "Dashboard event streams (GET /events) open on the admin port.",
+        )?;
+        r.register(Box::new(dashboard_streams.clone()))?;
         let cache_gauge = |name: &str, help: &str| -> prometheus::Result<IntGaugeVec> {
             let g = IntGaugeVec::new(Opts::new(name, help), &["route"])?;
             r.register(Box::new(g.clone()))?;
@@ -281,6 +288,7 @@ impl Metrics {
             access_log_dropped,
             trace_spans_dropped,
             tls_handshakes,
+            dashboard_streams,
             requests: counter_vec(
                 &r,
                 "fusegate_requests_total",

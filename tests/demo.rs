@@ -25,6 +25,21 @@ fn demo_serves_both_routes_and_the_flaky_one_trips_its_breaker() {
         std::net::TcpStream::connect("127.0.0.1:8080").is_ok()
     });
 
+    // The first line printed is the dashboard's address, and the page is there.
+    let mut first = String::new();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("the demo's stdout"));
+    std::io::BufRead::read_line(&mut stdout, &mut first).expect("read the demo's first line");
+    assert!(
+        first.contains("http://127.0.0.1:9090/dashboard"),
+        "first line: {first:?}"
+    );
+    let page = get("http://127.0.0.1:9090/dashboard");
+    assert_eq!(page.status, 200);
+    assert!(page
+        .header("content-type")
+        .unwrap_or("")
+        .starts_with("text/html"));
+
     let r = get("http://127.0.0.1:8080/api/catalog/items");
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["upstream"], "catalog");
@@ -61,12 +76,7 @@ fn demo_serves_both_routes_and_the_flaky_one_trips_its_breaker() {
     });
     let mut out = String::new();
     use std::io::Read;
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
+    stdout.read_to_string(&mut out).unwrap();
     assert!(
         out.contains("curl -i http://127.0.0.1:8080/api/search?q=x"),
         "{out}"

@@ -8,6 +8,7 @@
 
 use super::{Admin, Reply};
 use crate::gateway::Gateway;
+use crate::live::Live;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::{Method, Response, StatusCode};
@@ -27,7 +28,7 @@ pub const DASHBOARD_HTML: &str = include_str!("dashboard.html");
 pub const WRITE_LIMIT: Duration = Duration::from_secs(5);
 
 /// `GET /dashboard`.
-pub(super) fn page() -> Response<Vec<u8>> {
+pub fn page() -> Response<Vec<u8>> {
     Response::builder()
         .status(StatusCode::OK)
         .header("content-type", "text/html; charset=utf-8")
@@ -81,59 +82,70 @@ impl AdminApp {
             let _ = Self::write(session, denied.into_response()).await;
             return;
         }
-        let gw = &self.admin.gateway;
-        let mut watch = gw.live.watch();
-        let mut header = match ResponseHeader::build(200, Some(4)) {
-            Ok(h) => h,
-            Err(_) => return,
-        };
-        for (name, value) in [
-            ("content-type", "text/event-stream"),
-            ("cache-control", "no-store"),
-            ("transfer-encoding", "chunked"),
-        ] {
-            if header.insert_header(name, value).is_err() {
-                return;
-            }
-        }
-        session.set_keepalive(None);
-        if session
-            .write_response_header(Box::new(header))
-            .await
-            .is_err()
-        {
+        stream(session, &self.admin.gateway.live, "snapshot", shutdown).await;
+    }
+}
+
+/// Streams `live` to one client as server-sent events: the latest snapshot at once and
+/// each new one as `snapshot_event`, transitions as `transition`, until the client
+/// leaves, falls behind by [`WRITE_LIMIT`] or the server shuts down. Used by the admin
+/// port and by `fusegate dashboard`.
+pub async fn stream(
+    session: &mut ServerSession,
+    live: &Live,
+    snapshot_event: &str,
+    shutdown: &ShutdownWatch,
+) {
+    let mut watch = live.watch();
+    let mut header = match ResponseHeader::build(200, Some(4)) {
+        Ok(h) => h,
+        Err(_) => return,
+    };
+    for (name, value) in [
+        ("content-type", "text/event-stream"),
+        ("cache-control", "no-store"),
+        ("transfer-encoding", "chunked"),
+    ] {
+        if header.insert_header(name, value).is_err() {
             return;
         }
-        let mut shutdown = shutdown.clone();
-        let first = watch.snapshots.borrow_and_update().clone();
-        let mut next = Some(event("snapshot", &first)).filter(|_| !first.is_empty());
-        let mut hello = Some(Bytes::from_static(b"retry: 2000\n\n"));
-        loop {
-            if let Some(bytes) = hello.take().or_else(|| next.take()) {
-                let sent =
-                    tokio::time::timeout(WRITE_LIMIT, session.write_response_body(bytes, false))
-                        .await;
-                if !matches!(sent, Ok(Ok(()))) {
-                    log::debug!("dashboard stream closed: the client stopped reading or left");
+    }
+    session.set_keepalive(None);
+    if session
+        .write_response_header(Box::new(header))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let mut shutdown = shutdown.clone();
+    let first = watch.snapshots.borrow_and_update().clone();
+    let mut next = Some(event(snapshot_event, &first)).filter(|_| !first.is_empty());
+    let mut hello = Some(Bytes::from_static(b"retry: 2000\n\n"));
+    loop {
+        if let Some(bytes) = hello.take().or_else(|| next.take()) {
+            let sent =
+                tokio::time::timeout(WRITE_LIMIT, session.write_response_body(bytes, false)).await;
+            if !matches!(sent, Ok(Ok(()))) {
+                log::debug!("dashboard stream closed: the client stopped reading or left");
+                return;
+            }
+            continue;
+        }
+        tokio::select! {
+            changed = watch.snapshots.changed() => {
+                if changed.is_err() {
                     return;
                 }
-                continue;
+                let snap = watch.snapshots.borrow_and_update().clone();
+                next = Some(event(snapshot_event, &snap));
             }
-            tokio::select! {
-                changed = watch.snapshots.changed() => {
-                    if changed.is_err() {
-                        return;
-                    }
-                    let snap = watch.snapshots.borrow_and_update().clone();
-                    next = Some(event("snapshot", &snap));
-                }
-                t = watch.transitions.recv() => match t {
-                    Ok(json) => next = Some(event("transition", &json)),
-                    Err(RecvError::Lagged(_)) => {}
-                    Err(RecvError::Closed) => return,
-                },
-                _ = shutdown.changed() => return,
-            }
+            t = watch.transitions.recv() => match t {
+                Ok(json) => next = Some(event("transition", &json)),
+                Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return,
+            },
+            _ = shutdown.changed() => return,
         }
     }
 }
@@ -187,9 +199,7 @@ impl HttpServerApp for AdminApp {
         }
         let settings = HttpPersistentSettings::for_session(&session);
         match session.finish().await {
-            Ok(reusable) => {
-                reusable.map(|s| ReusedHttpStream::from_reusable_stream(s, settings))
-            }
+            Ok(reusable) => reusable.map(|s| ReusedHttpStream::from_reusable_stream(s, settings)),
             Err(_) => None,
         }
     }

@@ -17,7 +17,7 @@ pub use problem::{ConfigErrors, ConfigProblem};
 pub use types::*;
 pub use units::{parse_duration, parse_size, ByteSize, Dur};
 pub use upstream::{UpstreamAddr, UpstreamScheme};
-pub use validate::validate;
+pub use validate::{valid_route_name, validate};
 
 /// Default config path, relative to the working directory.
 pub const DEFAULT_CONFIG_PATH: &str = "config/fusegate.toml";

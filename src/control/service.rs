@@ -90,7 +90,11 @@ impl BackgroundService for ControlPlane {
                 return;
             }
         };
-        tokio::spawn(publish_snapshots(gw.clone(), client.clone(), cluster.clone()));
+        tokio::spawn(publish_snapshots(
+            gw.clone(),
+            client.clone(),
+            cluster.clone(),
+        ));
         if self.config.fleet_state {
             let follower = super::fleet_state::Follower::new(gw.clone());
             tokio::spawn(follower.run(client.clone(), cluster.clone()));
