@@ -5,8 +5,9 @@
 #
 # Starts a fast upstream (nginx, answering 200 "ok"), then the proxies in front of it:
 # nginx (upstream keepalive on), examples/bare_proxy.rs (pingora, no features), fusegate
-# (one route, breaker, metrics and request ids on) and the same fusegate writing a JSON
-# access log to a file, each with W worker threads/processes.
+# (one route, breaker, metrics and request ids on), the same fusegate writing a JSON
+# access log to a file, and the same fusegate with a dashboard client attached (its
+# admin port's /events stream read throughout), each with W worker threads/processes.
 # wrk drives each in turn, round after round (interleaved), for S seconds. Prints req/s,
 # latency p50/p99, proxy CPU seconds per request, the connections the upstream accepted
 # during a round (connection reuse) and peak RSS (medians over rounds), and
@@ -48,7 +49,7 @@ cleanup() {
 trap cleanup EXIT
 
 UP=$(free_port); NGX=$(free_port); BARE=$(free_port); FG=$(free_port); ADMIN=$(free_port)
-FGL=$(free_port); ADMIN_L=$(free_port)
+FGL=$(free_port); ADMIN_L=$(free_port); FGD=$(free_port); ADMIN_D=$(free_port)
 
 # The upstream: two workers, so it is not the bottleneck.
 nginx_conf "$work/up" "server { listen 127.0.0.1:$UP; keepalive_requests 1000000; location / { return 200 'ok\n'; } location = /upstream_status { stub_status; } }" 2
@@ -85,7 +86,11 @@ path = \"$work/access.log\"" > "$work/fusegate-log.toml"
 "$BIN/fusegate" run -c "$work/fusegate-log.toml" >/dev/null 2>"$work/fusegate-log.log" &
 pids+=($!); fgl_pid=$!
 
-for port in $UP $NGX $BARE $FG $FGL; do
+fusegate_conf "$FGD" "$ADMIN_D" "" > "$work/fusegate-dash.toml"
+"$BIN/fusegate" run -c "$work/fusegate-dash.toml" >/dev/null 2>"$work/fusegate-dash.log" &
+pids+=($!); fgd_pid=$!
+
+for port in $UP $NGX $BARE $FG $FGL $FGD; do
   for _ in $(seq 100); do
     if curl -s -o /dev/null "http://127.0.0.1:$port/"; then break; fi
     sleep 0.1
@@ -106,18 +111,24 @@ to_us() { # wrk latency (e.g. 512.00us, 1.20ms, 2.00s) to microseconds
   awk -v v="$1" 'BEGIN { n=v+0; if (v ~ /us$/) print n; else if (v ~ /ms$/) print n*1000; else if (v ~ /s$/) print n*1000000; else print n }'
 }
 
+# A dashboard client on the last fusegate for the whole run (bounded by the run's length).
+max_run=$(( (duration + 5) * rounds * 5 + 60 ))
+curl -sN --max-time "$max_run" "http://127.0.0.1:$ADMIN_D/events" > "$work/events.txt" &
+pids+=($!)
+
 hz=$(getconf CLK_TCK)
 declare -A results
 # Connections the upstream accepted so far (its stub_status; the query itself is one).
 upstream_accepts() { curl -s "http://127.0.0.1:$UP/upstream_status" | awk 'NR==3 {print $1}'; }
 echo "proxy round req_per_s p50_us p99_us cpu_us_per_req new_upstream_conns" > "$work/results"
 for round in $(seq "$rounds"); do
-  for name in nginx bare fusegate fusegate-log; do
+  for name in nginx bare fusegate fusegate-log fusegate-dash; do
     case $name in
       nginx) port=$NGX; procs=$(ngx_pids) ;;
       bare) port=$BARE; procs=$bare_pid ;;
       fusegate) port=$FG; procs=$fg_pid ;;
       fusegate-log) port=$FGL; procs=$fgl_pid ;;
+      fusegate-dash) port=$FGD; procs=$fgd_pid ;;
     esac
     # shellcheck disable=SC2086
     before=$(cpu_ticks $procs)
@@ -139,9 +150,11 @@ done
 
 # shellcheck disable=SC2046
 rss_ngx=$(rss_kib $(ngx_pids)); rss_bare=$(rss_kib "$bare_pid"); rss_fg=$(rss_kib "$fg_pid")
-rss_fgl=$(rss_kib "$fgl_pid")
+rss_fgl=$(rss_kib "$fgl_pid"); rss_fgd=$(rss_kib "$fgd_pid")
 logged=$(wc -l < "$work/access.log")
 echo "access log: $logged lines written"
+snapshots=$(grep -c '^event: snapshot' "$work/events.txt" || true)
+echo "dashboard client: $snapshots snapshots received"
 
 # fusegate's memory with 10,000 routes (two upstreams each) configured.
 BIG=$(free_port); BIG_ADMIN=$(free_port)
@@ -159,20 +172,20 @@ for _ in $(seq 300); do curl -s -o /dev/null "http://127.0.0.1:$BIG_ADMIN/alive"
 rss_10k=$(rss_kib "$big_pid")
 echo "fusegate with 10,000 routes: peak RSS $((rss_10k / 1024)) MiB"
 
-python3 - "$work/results" "$rss_ngx" "$rss_bare" "$rss_fg" "$rss_fgl" "$workers" "$connections" "$duration" "$rounds" <<'PY'
+python3 - "$work/results" "$rss_ngx" "$rss_bare" "$rss_fg" "$rss_fgl" "$rss_fgd" "$workers" "$connections" "$duration" "$rounds" <<'PY'
 import statistics, sys
-path, rss_ngx, rss_bare, rss_fg, rss_fgl, workers, conns, dur, rounds = sys.argv[1:]
+path, rss_ngx, rss_bare, rss_fg, rss_fgl, rss_fgd, workers, conns, dur, rounds = sys.argv[1:]
 rows = [l.split() for l in open(path).read().splitlines()[1:]]
 med = {}
-for name in ("nginx", "bare", "fusegate", "fusegate-log"):
+for name in ("nginx", "bare", "fusegate", "fusegate-log", "fusegate-dash"):
     r = [x for x in rows if x[0] == name]
     med[name] = [statistics.median(float(x[i]) for x in r) for i in range(2, 7)]
 rss = {"nginx": int(rss_ngx), "bare": int(rss_bare), "fusegate": int(rss_fg),
-       "fusegate-log": int(rss_fgl)}
+       "fusegate-log": int(rss_fgl), "fusegate-dash": int(rss_fgd)}
 print(f"{workers} worker(s), {conns} connections, {rounds} round(s) of {dur} s each (medians)")
 print(f"{'proxy':<24}{'req/s':>10}{'p50 us':>10}{'p99 us':>10}{'CPU us/req':>12}{'peak RSS MiB':>14}{'new upstream conns':>20}")
 labels = (("nginx", "nginx"), ("bare", "bare pingora"), ("fusegate", "fusegate"),
-          ("fusegate-log", "fusegate + access log"))
+          ("fusegate-log", "fusegate + access log"), ("fusegate-dash", "fusegate + dashboard"))
 for name, label in labels:
     rps, p50, p99, cpu, conns = med[name]
     print(f"{label:<24}{rps:>10.0f}{p50:>10.0f}{p99:>10.0f}{cpu:>12.2f}{rss[name]/1024:>14.1f}{conns:>20.0f}")
@@ -182,4 +195,6 @@ print(f"fusegate/bare pingora: req/s {ratio(f[0], b[0]):.2f}x, p99 {ratio(f[2], 
 print(f"fusegate/nginx:        req/s {ratio(f[0], n[0]):.2f}x, p99 {ratio(f[2], n[2]):.2f}x, CPU/req {ratio(f[3], n[3]):.2f}x")
 l = med["fusegate-log"]
 print(f"access log on/off:     req/s {ratio(l[0], f[0]):.2f}x, p99 {ratio(l[2], f[2]):.2f}x, CPU/req {ratio(l[3], f[3]):.2f}x")
+d = med["fusegate-dash"]
+print(f"dashboard on/off:      req/s {ratio(d[0], f[0]):.2f}x, p99 {ratio(d[2], f[2]):.2f}x, CPU/req {ratio(d[3], f[3]):.2f}x")
 PY

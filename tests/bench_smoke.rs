@@ -29,6 +29,8 @@ fn the_load_benchmark_harness_runs() {
         "fusegate/bare pingora: req/s",
         "fusegate/nginx:",
         "access log on/off:",
+        "dashboard on/off:",
+        "dashboard client: ",
         "fusegate with 10,000 routes: peak RSS",
     ] {
         assert!(
