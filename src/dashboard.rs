@@ -23,7 +23,6 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use http::{Method, Response, StatusCode};
 use pingora::apps::{HttpServerApp, ReusedHttpStream};
-use pingora::http::ResponseHeader;
 use pingora::protocols::http::ServerSession;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{Server, ShutdownWatch};
@@ -336,18 +335,9 @@ impl HttpServerApp for FleetApp {
                 json!({"error": "not_found", "path": path}),
             ),
         };
-        let (parts, body) = resp.into_parts();
-        let header: ResponseHeader = parts.into();
-        let end = body.is_empty();
-        if session
-            .write_response_header(Box::new(header))
-            .await
-            .is_ok()
-            && !end
-        {
-            let _ = session.write_response_body(Bytes::from(body), true).await;
+        if crate::admin::write_response(&mut session, resp).await {
+            let _ = session.finish().await;
         }
-        let _ = session.finish().await;
         None
     }
 }

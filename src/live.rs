@@ -4,8 +4,9 @@
 //!
 //! The request path only increments: each route has a [`LiveStats`] of monotonically
 //! increasing atomic counters and a small log-scale latency histogram (relaxed atomics,
-//! no allocation, no lock). Once a second the [`Sampler`] reads them, takes the
-//! difference from the second before and writes the snapshot; nobody else reads them.
+//! no lock; allocated by the route's first request). Once a second the [`Sampler`] reads
+//! them, takes the difference from the second before and writes the snapshot; nobody
+//! else reads them.
 //! Snapshots are only made while someone watches (a dashboard stream, or NATS snapshot
 //! publishing).
 
@@ -36,18 +37,24 @@ pub enum Kind {
     Other,
 }
 
-/// The live counters of one route; kept across reloads by route name.
-#[derive(Debug)]
+/// The live counters of one route; kept across reloads by route name. They are made
+/// by the route's first request: a route that sees none costs a pointer.
+#[derive(Debug, Default)]
 pub struct LiveStats {
+    counters: std::sync::OnceLock<Box<Counters>>,
+}
+
+#[derive(Debug)]
+struct Counters {
     /// Indexed by [`Kind`].
     counts: [AtomicU64; 7],
     /// Upstream latencies; `u32` counts wrap, and differences are taken wrapping.
     latency: [AtomicU32; BUCKETS],
 }
 
-impl Default for LiveStats {
+impl Default for Counters {
     fn default() -> Self {
-        LiveStats {
+        Counters {
             counts: Default::default(),
             latency: std::array::from_fn(|_| AtomicU32::new(0)),
         }
@@ -77,16 +84,23 @@ fn bucket_ms(i: usize) -> f64 {
 impl LiveStats {
     /// One finished request, and its upstream latency when the upstream answered.
     pub fn record(&self, kind: Kind, upstream_us: Option<u64>) {
-        self.counts[kind as usize].fetch_add(1, Relaxed);
+        let c = self.counters.get_or_init(Default::default);
+        c.counts[kind as usize].fetch_add(1, Relaxed);
         if let Some(us) = upstream_us {
-            self.latency[bucket_of(us)].fetch_add(1, Relaxed);
+            c.latency[bucket_of(us)].fetch_add(1, Relaxed);
         }
     }
 
     fn read(&self) -> Reading {
-        Reading {
-            counts: std::array::from_fn(|i| self.counts[i].load(Relaxed)),
-            latency: std::array::from_fn(|i| self.latency[i].load(Relaxed)),
+        match self.counters.get() {
+            Some(c) => Reading {
+                counts: std::array::from_fn(|i| c.counts[i].load(Relaxed)),
+                latency: std::array::from_fn(|i| c.latency[i].load(Relaxed)),
+            },
+            None => Reading {
+                counts: [0; 7],
+                latency: [0; BUCKETS],
+            },
         }
     }
 }
@@ -310,7 +324,7 @@ mod tests {
         assert_eq!(bucket_of(64), 0);
         assert_eq!(bucket_of(96), 1);
         assert_eq!(bucket_of(128), 2);
-        assert_eq!(bucket_of(1_000), 6); // 512..1024, upper half
+        assert_eq!(bucket_of(1_000), 7); // 512..1024, upper half
         assert_eq!(bucket_of(u64::MAX), BUCKETS - 1);
         for i in 0..BUCKETS - 1 {
             assert!(bucket_ms(i) < bucket_ms(i + 1));
@@ -333,10 +347,17 @@ mod tests {
     #[test]
     fn counts_are_taken_as_differences_even_when_they_wrap() {
         let s = LiveStats::default();
-        s.latency[3].store(u32::MAX, Relaxed);
+        assert_eq!(
+            s.read().counts,
+            [0; 7],
+            "no counters before the first request"
+        );
+        s.record(Kind::Other, None);
+        let c = s.counters.get().unwrap();
+        c.latency[3].store(u32::MAX, Relaxed);
         let before = s.read();
         s.record(Kind::Ok, Some(100));
-        s.latency[3].fetch_add(2, Relaxed);
+        c.latency[3].fetch_add(2, Relaxed);
         let after = s.read();
         assert_eq!(after.latency[3].wrapping_sub(before.latency[3]), 2);
         assert_eq!(

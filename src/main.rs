@@ -149,15 +149,10 @@ fn main() -> ExitCode {
                     }
                 }
             }
-            // Defaults from the config file, when there is a readable one.
-            let from_config = config::load(&config, true).ok().and_then(|c| c.nats);
+            let d = NatsDefaults::read(&config, nats, cluster);
             let args = fusegate::ctl::CtlArgs {
-                url: nats
-                    .or_else(|| from_config.as_ref().map(|n| n.url.clone()))
-                    .unwrap_or_else(|| "nats://127.0.0.1:4222".into()),
-                cluster: cluster
-                    .or_else(|| from_config.as_ref().map(|n| n.cluster.clone()))
-                    .unwrap_or_else(|| "default".into()),
+                url: d.url,
+                cluster: d.cluster,
                 facts: parsed,
                 identities,
                 timeout,
@@ -167,7 +162,7 @@ fn main() -> ExitCode {
                 target,
                 for_duration,
                 as_name,
-                fleet_state: from_config.as_ref().is_some_and(|n| n.fleet_state),
+                fleet_state: d.fleet_state,
             };
             ExitCode::from(fusegate::ctl::run(&args))
         }
@@ -183,14 +178,10 @@ fn main() -> ExitCode {
                 fusegate::config::LogLevel::Info,
                 fusegate::config::LogFormat::Text,
             );
-            let from_config = config::load(&config, true).ok().and_then(|c| c.nats);
+            let d = NatsDefaults::read(&config, nats, cluster);
             let nats = fusegate::ctl::CtlArgs {
-                url: nats
-                    .or_else(|| from_config.as_ref().map(|n| n.url.clone()))
-                    .unwrap_or_else(|| "nats://127.0.0.1:4222".into()),
-                cluster: cluster
-                    .or_else(|| from_config.as_ref().map(|n| n.cluster.clone()))
-                    .unwrap_or_else(|| "default".into()),
+                url: d.url,
+                cluster: d.cluster,
                 facts: Default::default(),
                 identities: Vec::new(),
                 timeout,
@@ -200,7 +191,7 @@ fn main() -> ExitCode {
                 target: None,
                 for_duration: None,
                 as_name: None,
-                fleet_state: from_config.as_ref().is_some_and(|n| n.fleet_state),
+                fleet_state: d.fleet_state,
             };
             ExitCode::from(fusegate::dashboard::run(
                 fusegate::dashboard::DashboardArgs { nats, listen },
@@ -218,6 +209,29 @@ fn main() -> ExitCode {
             watch,
             interval: std::time::Duration::from_secs(2),
         })),
+    }
+}
+
+/// NATS server, cluster and `fleet_state` for `ctl` and `dashboard`: the flags, else the
+/// config file's `[nats]` when there is a readable one, else the built-in defaults.
+struct NatsDefaults {
+    url: String,
+    cluster: String,
+    fleet_state: bool,
+}
+
+impl NatsDefaults {
+    fn read(config: &Path, url: Option<String>, cluster: Option<String>) -> Self {
+        let from_config = config::load(config, true).ok().and_then(|c| c.nats);
+        NatsDefaults {
+            url: url
+                .or_else(|| from_config.as_ref().map(|n| n.url.clone()))
+                .unwrap_or_else(|| "nats://127.0.0.1:4222".into()),
+            cluster: cluster
+                .or_else(|| from_config.as_ref().map(|n| n.cluster.clone()))
+                .unwrap_or_else(|| "default".into()),
+            fleet_state: from_config.as_ref().is_some_and(|n| n.fleet_state),
+        }
     }
 }
 

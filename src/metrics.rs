@@ -428,11 +428,16 @@ impl Metrics {
     }
 }
 
+/// One protocol's request counters of a route, one per common status code.
+type CodeHandles = [OnceLock<IntCounter>; COMMON_CODES.len()];
+
 /// One route's metric handles, each resolved once and then only incremented.
 pub struct RouteMetrics {
     families: std::sync::Arc<Metrics>,
     route: String,
-    codes: [[OnceLock<IntCounter>; COMMON_CODES.len()]; Proto::ALL.len()],
+    /// Per protocol, made on its first request (most routes see one protocol: with
+    /// 10,000 routes the rows of the others would cost megabytes).
+    codes: [OnceLock<Box<CodeHandles>>; Proto::ALL.len()],
     duration: OnceLock<prometheus::Histogram>,
     state: IntGauge,
     transitions: [OnceLock<IntCounter>; STATES.len()],
@@ -457,7 +462,7 @@ impl RouteMetrics {
         let f = &self.families;
         let labels = || [self.route.clone(), code.to_string(), proto.as_str().into()];
         match COMMON_CODES.iter().position(|c| *c == code) {
-            Some(i) => self.codes[proto as usize][i]
+            Some(i) => self.codes[proto as usize].get_or_init(Default::default)[i]
                 .get_or_init(|| f.requests.with_label_values(&labels()))
                 .inc(),
             None => f.requests.with_label_values(&labels()).inc(),

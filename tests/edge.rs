@@ -126,22 +126,51 @@ fn toml_path(p: &Path) -> String {
     p.display().to_string()
 }
 
+/// A gateway with one route `name` and a TLS listener whose certificate (for `gw.test`)
+/// a CA of the test signed; `tls_extra` goes into `[server.tls]`.
+struct TlsGateway {
+    gw: Gateway,
+    up: Upstream,
+    tls_port: u16,
+    ca_file: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TlsGateway {
+    fn start(name: &str, tls_extra: &str) -> TlsGateway {
+        let up = Upstream::start(name);
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::new();
+        let ca_file = ca.write(dir.path(), "ca.pem");
+        let (cert, key) = ca.write_leaf(dir.path(), "gw", &["gw.test"]);
+        let tls_port = free_port();
+        let gw = Gateway::start(&format!(
+            "[server.tls]\nlisten = [\"127.0.0.1:{tls_port}\"]\ncert = \"{}\"\nkey = \"{}\"\n{tls_extra}\n\n[routes.{name}]\nupstreams = [\"{}\"]\n",
+            toml_path(&cert),
+            toml_path(&key),
+            up.url()
+        ));
+        TlsGateway {
+            gw,
+            up,
+            tls_port,
+            ca_file,
+            _dir: dir,
+        }
+    }
+
+    /// curl's `--resolve` and `--cacert` for `gw.test` on the TLS port.
+    fn args(&self) -> Vec<String> {
+        tls_args("gw.test", self.tls_port, &self.ca_file)
+    }
+}
+
 #[test]
 fn tls_listener_serves_h2_and_http1_and_says_https_upstream() {
-    let up = Upstream::start("t");
-    let dir = tempfile::tempdir().unwrap();
-    let ca = Ca::new();
-    let ca_file = ca.write(dir.path(), "ca.pem");
-    let (cert, key) = ca.write_leaf(dir.path(), "gw", &["gw.test"]);
-    let tls_port = free_port();
-    let gw = Gateway::start(&format!(
-        "[server.tls]\nlisten = [\"127.0.0.1:{tls_port}\"]\ncert = \"{}\"\nkey = \"{}\"\n\n[routes.t]\nupstreams = [\"{}\"]\n",
-        toml_path(&cert),
-        toml_path(&key),
-        up.url()
-    ));
+    let t = TlsGateway::start("t", "");
+    let (gw, up, tls_port) = (&t.gw, &t.up, t.tls_port);
     let url = format!("https://gw.test:{tls_port}/api/t/x");
-    let args = tls_args("gw.test", tls_port, &ca_file);
+    let args = t.args();
 
     // HTTP/2 through ALPN; a client's own X-Forwarded-Proto is replaced.
     let mut h2 = strs(&args);
@@ -324,18 +353,8 @@ fn bad_tls_settings_are_named_at_check_and_start() {
 
 #[test]
 fn the_wrong_protocol_on_either_port_is_closed_quietly() {
-    let up = Upstream::start("q");
-    let dir = tempfile::tempdir().unwrap();
-    let ca = Ca::new();
-    let ca_file = ca.write(dir.path(), "ca.pem");
-    let (cert, key) = ca.write_leaf(dir.path(), "gw", &["gw.test"]);
-    let tls_port = free_port();
-    let gw = Gateway::start(&format!(
-        "[log]\nlevel = \"info\"\n\n[server.tls]\nlisten = [\"127.0.0.1:{tls_port}\"]\ncert = \"{}\"\nkey = \"{}\"\n\n[routes.q]\nupstreams = [\"{}\"]\n",
-        toml_path(&cert),
-        toml_path(&key),
-        up.url()
-    ));
+    let t = TlsGateway::start("q", "");
+    let (gw, up, tls_port, ca_file) = (&t.gw, &t.up, t.tls_port, &t.ca_file);
     // Plain HTTP on the TLS port: no HTTP answer, the connection is closed.
     let mut s = TcpStream::connect(("127.0.0.1", tls_port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -350,7 +369,7 @@ fn the_wrong_protocol_on_either_port_is_closed_quietly() {
     );
 
     // TLS on the plain port: no handshake, no answer.
-    let args = tls_args("gw.test", gw.port, &ca_file);
+    let args = tls_args("gw.test", gw.port, ca_file);
     let r = curl(
         &strs(&args),
         &format!("https://gw.test:{}/api/q/x", gw.port),
@@ -358,7 +377,7 @@ fn the_wrong_protocol_on_either_port_is_closed_quietly() {
     assert_eq!(r.status, 0);
 
     // Both ports still serve, and nothing was logged above debug.
-    let args = tls_args("gw.test", tls_port, &ca_file);
+    let args = tls_args("gw.test", tls_port, ca_file);
     let r = curl(&strs(&args), &format!("https://gw.test:{tls_port}/api/q/x"));
     assert_eq!(r.status, 200);
     assert_eq!(gw.get("/api/q/x").status, 200);
@@ -376,20 +395,10 @@ fn the_wrong_protocol_on_either_port_is_closed_quietly() {
 
 #[test]
 fn min_version_and_h2_off_are_what_clients_get() {
-    let up = Upstream::start("v");
-    let dir = tempfile::tempdir().unwrap();
-    let ca = Ca::new();
-    let ca_file = ca.write(dir.path(), "ca.pem");
-    let (cert, key) = ca.write_leaf(dir.path(), "gw", &["gw.test"]);
-    let tls_port = free_port();
-    let _gw = Gateway::start(&format!(
-        "[server.tls]\nlisten = [\"127.0.0.1:{tls_port}\"]\ncert = \"{}\"\nkey = \"{}\"\nmin_version = \"1.3\"\nh2 = false\n\n[routes.v]\nupstreams = [\"{}\"]\n",
-        toml_path(&cert),
-        toml_path(&key),
-        up.url()
-    ));
+    let t = TlsGateway::start("v", "min_version = \"1.3\"\nh2 = false");
+    let (up, tls_port) = (&t.up, t.tls_port);
     let url = format!("https://gw.test:{tls_port}/api/v/x");
-    let args = tls_args("gw.test", tls_port, &ca_file);
+    let args = t.args();
     // HTTP/1.1 only, though the client offers h2.
     let r = curl(&strs(&args), &url);
     assert_eq!((r.status, r.version.as_str()), (200, "1.1"));

@@ -51,25 +51,6 @@ impl AdminApp {
         }
     }
 
-    /// Writes a whole response; `false` when the client is gone.
-    async fn write(session: &mut ServerSession, resp: Response<Vec<u8>>) -> bool {
-        let (parts, body) = resp.into_parts();
-        let header: ResponseHeader = parts.into();
-        let empty = body.is_empty();
-        if session
-            .write_response_header(Box::new(header))
-            .await
-            .is_err()
-        {
-            return false;
-        }
-        empty
-            || session
-                .write_response_body(Bytes::from(body), true)
-                .await
-                .is_ok()
-    }
-
     /// `GET /events`: the stream, until the client leaves, falls behind or the server
     /// shuts down.
     async fn events(&self, session: &mut ServerSession, shutdown: &ShutdownWatch) {
@@ -79,7 +60,7 @@ impl AdminApp {
             .get("authorization")
             .map(|v| v.as_bytes().to_vec());
         if let Some(denied) = self.admin.authorize(&Method::GET, auth.as_deref()) {
-            let _ = Self::write(session, denied.into_response()).await;
+            let _ = write_response(session, denied.into_response()).await;
             return;
         }
         stream(session, &self.admin.gateway.live, "snapshot", shutdown).await;
@@ -150,6 +131,25 @@ pub async fn stream(
     }
 }
 
+/// Writes a whole response; `false` when the client is gone.
+pub async fn write_response(session: &mut ServerSession, resp: Response<Vec<u8>>) -> bool {
+    let (parts, body) = resp.into_parts();
+    let header: ResponseHeader = parts.into();
+    let empty = body.is_empty();
+    if session
+        .write_response_header(Box::new(header))
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    empty
+        || session
+            .write_response_body(Bytes::from(body), true)
+            .await
+            .is_ok()
+}
+
 /// One server-sent event.
 fn event(name: &str, data: &[u8]) -> Bytes {
     let mut out = Vec::with_capacity(data.len() + name.len() + 16);
@@ -194,7 +194,7 @@ impl HttpServerApp for AdminApp {
             return None;
         }
         let resp = self.admin.response(&mut session).await;
-        if !Self::write(&mut session, resp).await {
+        if !write_response(&mut session, resp).await {
             return None;
         }
         let settings = HttpPersistentSettings::for_session(&session);

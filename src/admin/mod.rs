@@ -7,7 +7,9 @@
 mod events;
 pub mod views;
 
-pub use events::{page as dashboard_page, stream as stream_events, AdminApp, DASHBOARD_HTML};
+pub use events::{
+    page as dashboard_page, stream as stream_events, write_response, AdminApp, DASHBOARD_HTML,
+};
 
 use crate::config::LogLevel;
 use crate::gateway::{BreakerAction, Gateway};
