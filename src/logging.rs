@@ -4,7 +4,9 @@
 //! while an error answer was being sent) at `error`, per connection. Such a client is no
 //! error of the gateway, and a flood of them (a slowloris attack, a load test ending)
 //! must not fill the log: those lines are written at `debug`. They are counted in
-//! `fusegate_client_errors_total`.
+//! `fusegate_client_errors_total`. So is pingora's "failed to acquire reusable stream",
+//! a race in its upstream connection pool (a pooled connection still held by its idle
+//! watcher) after which it opens a new connection: no request fails for it.
 
 use crate::config::{LogFormat, LogLevel};
 use std::io::Write;
@@ -79,9 +81,12 @@ struct ClientSideQuiet {
     inner: env_logger::Logger,
 }
 
-/// Whether a pingora error line is about the client's side of a connection.
+/// Whether a pingora error line is about the client's side of a connection, or the
+/// connection pool's harmless race.
 fn client_side(msg: &str) -> bool {
-    msg.starts_with("Fail to proxy: Downstream") || msg.contains("to downstream")
+    msg.starts_with("Fail to proxy: Downstream")
+        || msg.contains("to downstream")
+        || msg == "failed to acquire reusable stream"
 }
 
 impl log::Log for ClientSideQuiet {
