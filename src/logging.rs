@@ -4,9 +4,10 @@
 //! while an error answer was being sent) at `error`, per connection. Such a client is no
 //! error of the gateway, and a flood of them (a slowloris attack, a load test ending)
 //! must not fill the log: those lines are written at `debug`. They are counted in
-//! `fusegate_client_errors_total`. So is pingora's "failed to acquire reusable stream",
-//! a race in its upstream connection pool (a pooled connection still held by its idle
-//! watcher) after which it opens a new connection: no request fails for it.
+//! `fusegate_client_errors_total`. pingora's "failed to acquire reusable stream" is
+//! written at `debug` too: a race in its upstream connection pool (a pooled connection
+//! still held by its idle watcher), after which it opens a new connection; no request
+//! fails for it.
 
 use crate::config::{LogFormat, LogLevel};
 use std::io::Write;
@@ -146,6 +147,7 @@ mod tests {
         assert!(client_side(
             "failed to send error response to downstream: Downstream WriteError"
         ));
+        assert!(client_side("failed to acquire reusable stream"));
         assert!(!client_side(
             "Fail to proxy: Upstream ConnectRefused context: ..."
         ));
