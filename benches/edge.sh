@@ -93,15 +93,6 @@ for url in "http://127.0.0.1:$UP/" "https://127.0.0.1:$NGX_TLS/" "https://127.0.
   done
 done
 
-ngx_pids() { pgrep -P "$(cat "$work/px/nginx.pid")" | tr '\n' ' '; echo "$(cat "$work/px/nginx.pid")"; }
-cpu_ticks() {
-  local t=0
-  for p in "$@"; do
-    [ -r "/proc/$p/stat" ] || continue
-    t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
-  done
-  echo "$t"
-}
 hz=$(getconf CLK_TCK)
 
 # run NAME PROCS H2LOAD_ARGS...: one h2load run; prints "succeeded req_per_s cpu_us_per_req".
@@ -128,7 +119,7 @@ echo "proxy test round succeeded per_s cpu_us" > "$work/results"
 for round in $(seq "$rounds"); do
   for name in nginx fusegate; do
     case $name in
-      nginx) tls=$NGX_TLS; plain=$NGX_H2C; procs=$(ngx_pids) ;;
+      nginx) tls=$NGX_TLS; plain=$NGX_H2C; procs=$(nginx_pids "$work/px") ;;
       fusegate) tls=$FG_TLS; plain=$FG; procs=$fg_pid ;;
     esac
     # Every client one connection with one request: each request a full handshake.

@@ -44,3 +44,18 @@ http {
 }
 CONF
 }
+
+# cpu_ticks PID... prints the user + system CPU time of the given processes, in clock
+# ticks (getconf CLK_TCK per second); a process gone counts 0.
+cpu_ticks() {
+  local t=0 p
+  for p in "$@"; do
+    [ -r "/proc/$p/stat" ] || continue
+    t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+  done
+  echo "$t"
+}
+
+# nginx_pids DIR prints the pids of the nginx started with DIR/nginx.conf: its workers
+# and its master.
+nginx_pids() { pgrep -P "$(cat "$1/nginx.pid")" | tr '\n' ' '; cat "$1/nginx.pid"; }

@@ -97,15 +97,6 @@ for port in $UP $NGX $BARE $FG $FGL $FGD; do
   done
 done
 
-ngx_pids() { pgrep -P "$(cat "$work/px/nginx.pid")" | tr '\n' ' '; echo "$(cat "$work/px/nginx.pid")"; }
-cpu_ticks() { # sum of utime+stime of the given pids, in clock ticks
-  local t=0
-  for p in "$@"; do
-    [ -r "/proc/$p/stat" ] || continue
-    t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
-  done
-  echo "$t"
-}
 rss_kib() { local m=0; for p in "$@"; do v=$(awk '/VmHWM/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0); m=$((m + v)); done; echo "$m"; }
 to_us() { # wrk latency (e.g. 512.00us, 1.20ms, 2.00s) to microseconds
   awk -v v="$1" 'BEGIN { n=v+0; if (v ~ /us$/) print n; else if (v ~ /ms$/) print n*1000; else if (v ~ /s$/) print n*1000000; else print n }'
@@ -124,7 +115,7 @@ echo "proxy round req_per_s p50_us p99_us cpu_us_per_req new_upstream_conns" > "
 for round in $(seq "$rounds"); do
   for name in nginx bare fusegate fusegate-log fusegate-dash; do
     case $name in
-      nginx) port=$NGX; procs=$(ngx_pids) ;;
+      nginx) port=$NGX; procs=$(nginx_pids "$work/px") ;;
       bare) port=$BARE; procs=$bare_pid ;;
       fusegate) port=$FG; procs=$fg_pid ;;
       fusegate-log) port=$FGL; procs=$fgl_pid ;;
@@ -149,7 +140,7 @@ for round in $(seq "$rounds"); do
 done
 
 # shellcheck disable=SC2046
-rss_ngx=$(rss_kib $(ngx_pids)); rss_bare=$(rss_kib "$bare_pid"); rss_fg=$(rss_kib "$fg_pid")
+rss_ngx=$(rss_kib $(nginx_pids "$work/px")); rss_bare=$(rss_kib "$bare_pid"); rss_fg=$(rss_kib "$fg_pid")
 rss_fgl=$(rss_kib "$fgl_pid"); rss_fgd=$(rss_kib "$fgd_pid")
 logged=$(wc -l < "$work/access.log")
 echo "access log: $logged lines written"
