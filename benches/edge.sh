@@ -65,23 +65,10 @@ nginx_conf "$work/px" "upstream u { server 127.0.0.1:$UP; keepalive 64; }
     location / { proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }" "$workers"
 "$NGINX" -c "$work/px/nginx.conf"
 
-cat > "$work/fusegate.toml" <<CONF
-[server]
-listen = "127.0.0.1:$FG"
-threads = $workers
-h2c = true
-[server.tls]
-listen = ["127.0.0.1:$FG_TLS"]
-cert = "$CERT"
-key = "$KEY"
-[admin]
-listen = "127.0.0.1:$ADMIN"
-[routes.bench]
-upstreams = ["127.0.0.1:$UP"]
-prefix = "/"
-[log]
-level = "warn"
-CONF
+fusegate_conf "$FG" "$ADMIN" "$UP" "$workers" "h2c = true" "[server.tls]
+listen = [\"127.0.0.1:$FG_TLS\"]
+cert = \"$CERT\"
+key = \"$KEY\"" > "$work/fusegate.toml"
 "$BIN/fusegate" run -c "$work/fusegate.toml" >/dev/null 2>"$work/fusegate.log" &
 pids+=($!); fg_pid=$!
 disown "$fg_pid"

@@ -59,3 +59,23 @@ cpu_ticks() {
 # nginx_pids DIR prints the pids of the nginx started with DIR/nginx.conf: its workers
 # and its master.
 nginx_pids() { pgrep -P "$(cat "$1/nginx.pid")" | tr '\n' ' '; cat "$1/nginx.pid"; }
+
+# fusegate_conf PORT ADMIN_PORT UPSTREAM_PORT WORKERS [SERVER_KEYS] [MORE] prints the
+# benchmark's fusegate config: one route `bench` for every path to the upstream, warn
+# logging; SERVER_KEYS go into [server], MORE (other sections) at the end.
+fusegate_conf() {
+  cat <<CONF
+[server]
+listen = "127.0.0.1:$1"
+threads = $4
+${5:-}
+[admin]
+listen = "127.0.0.1:$2"
+[routes.bench]
+upstreams = ["127.0.0.1:$3"]
+prefix = "/"
+[log]
+level = "warn"
+${6:-}
+CONF
+}

@@ -63,30 +63,15 @@ nginx_conf "$work/px" "upstream u { server 127.0.0.1:$UP; keepalive 64; }
 "$BIN/examples/bare_proxy" "127.0.0.1:$BARE" "127.0.0.1:$UP" "$workers" >/dev/null 2>"$work/bare.log" &
 pids+=($!); bare_pid=$!
 
-fusegate_conf() { # port, admin port, extra sections
-  cat <<CONF
-[server]
-listen = "127.0.0.1:$1"
-threads = $workers
-[admin]
-listen = "127.0.0.1:$2"
-[routes.bench]
-upstreams = ["127.0.0.1:$UP"]
-prefix = "/"
-[log]
-level = "warn"
-$3
-CONF
-}
-fusegate_conf "$FG" "$ADMIN" "" > "$work/fusegate.toml"
+fusegate_conf "$FG" "$ADMIN" "$UP" "$workers" > "$work/fusegate.toml"
 "$BIN/fusegate" run -c "$work/fusegate.toml" >/dev/null 2>"$work/fusegate.log" &
 pids+=($!); fg_pid=$!
-fusegate_conf "$FGL" "$ADMIN_L" "[access_log]
+fusegate_conf "$FGL" "$ADMIN_L" "$UP" "$workers" "" "[access_log]
 path = \"$work/access.log\"" > "$work/fusegate-log.toml"
 "$BIN/fusegate" run -c "$work/fusegate-log.toml" >/dev/null 2>"$work/fusegate-log.log" &
 pids+=($!); fgl_pid=$!
 
-fusegate_conf "$FGD" "$ADMIN_D" "" > "$work/fusegate-dash.toml"
+fusegate_conf "$FGD" "$ADMIN_D" "$UP" "$workers" > "$work/fusegate-dash.toml"
 "$BIN/fusegate" run -c "$work/fusegate-dash.toml" >/dev/null 2>"$work/fusegate-dash.log" &
 pids+=($!); fgd_pid=$!
 

@@ -38,18 +38,7 @@ trap cleanup EXIT
 UP=$(free_port); FG=$(free_port); ADMIN=$(free_port)
 nginx_conf "$work/up" "server { listen 127.0.0.1:$UP; keepalive_requests 1000000; location / { return 200 'ok\n'; } }" 2
 "$NGINX" -c "$work/up/nginx.conf"
-cat >"$work/fusegate.toml" <<CONF
-[server]
-listen = "127.0.0.1:$FG"
-threads = 1
-[admin]
-listen = "127.0.0.1:$ADMIN"
-[routes.bench]
-upstreams = ["127.0.0.1:$UP"]
-prefix = "/"
-[log]
-level = "warn"
-CONF
+fusegate_conf "$FG" "$ADMIN" "$UP" 1 > "$work/fusegate.toml"
 target/release/fusegate run -c "$work/fusegate.toml" >/dev/null 2>"$work/fusegate.log" &
 pids+=($!); fg=$!
 for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$FG/" && break; sleep 0.1; done

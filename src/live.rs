@@ -278,11 +278,6 @@ impl Live {
         }
     }
 
-    /// Whether any dashboard stream is open.
-    pub fn watched(&self) -> bool {
-        self.watchers() > 0
-    }
-
     /// Dashboard streams open now.
     pub fn watchers(&self) -> usize {
         self.watchers.load(Relaxed)

@@ -76,15 +76,15 @@ pub fn init(level: LogLevel, format: LogFormat) {
     }
 }
 
-/// Passes every record on, but pingora's per-connection error lines about the client's
-/// side of a connection at `debug`.
+/// Passes every record on, but pingora's error lines that are no error of the gateway
+/// ([`benign`]) at `debug`.
 struct ClientSideQuiet {
     inner: env_logger::Logger,
 }
 
-/// Whether a pingora error line is about the client's side of a connection, or the
-/// connection pool's harmless race.
-fn client_side(msg: &str) -> bool {
+/// Whether a pingora error line is no error of the gateway: about the client's side of a
+/// connection, or the connection pool's harmless race.
+fn benign(msg: &str) -> bool {
     msg.starts_with("Fail to proxy: Downstream")
         || msg.contains("to downstream")
         || msg == "failed to acquire reusable stream"
@@ -98,7 +98,7 @@ impl log::Log for ClientSideQuiet {
     fn log(&self, record: &log::Record<'_>) {
         if record.level() == log::Level::Error && record.target().starts_with("pingora") {
             let msg = record.args().to_string();
-            if client_side(&msg) {
+            if benign(&msg) {
                 if log::max_level() >= log::LevelFilter::Debug {
                     self.inner.log(
                         &log::Record::builder()
@@ -124,7 +124,7 @@ impl log::Log for ClientSideQuiet {
 
 #[cfg(test)]
 mod tests {
-    use super::{client_side, Throttle};
+    use super::{benign, Throttle};
 
     #[test]
     fn the_throttle_passes_a_few_lines_a_second_and_counts_the_rest() {
@@ -140,15 +140,15 @@ mod tests {
     }
 
     #[test]
-    fn client_side_pingora_errors_are_recognised() {
-        assert!(client_side(
+    fn benign_pingora_errors_are_recognised() {
+        assert!(benign(
             "Fail to proxy: Downstream ConnectionClosed context: while reading request headers, downstream session type: HTTP/1"
         ));
-        assert!(client_side(
+        assert!(benign(
             "failed to send error response to downstream: Downstream WriteError"
         ));
-        assert!(client_side("failed to acquire reusable stream"));
-        assert!(!client_side(
+        assert!(benign("failed to acquire reusable stream"));
+        assert!(!benign(
             "Fail to proxy: Upstream ConnectRefused context: ..."
         ));
     }

@@ -39,8 +39,17 @@ pub struct CertKey {
 
 /// Reads a PEM file of one or more certificates.
 pub fn read_chain(path: &str) -> Result<Vec<X509>, String> {
-    let pem = read_file(path)?;
-    let certs = X509::stack_from_pem(&pem)
+    parse_chain(path, &read_file(path)?)
+}
+
+/// Reads a PEM private key (PKCS#8, or a traditional RSA or EC key).
+pub fn read_key(path: &str) -> Result<PKey<Private>, String> {
+    parse_key(path, &read_file(path)?)
+}
+
+/// The certificates of `pem`, read from `path`.
+fn parse_chain(path: &str, pem: &[u8]) -> Result<Vec<X509>, String> {
+    let certs = X509::stack_from_pem(pem)
         .map_err(|e| format!("{path:?} is not a PEM certificate file: {e}"))?;
     if certs.is_empty() {
         return Err(format!("{path:?} holds no PEM certificate"));
@@ -48,10 +57,9 @@ pub fn read_chain(path: &str) -> Result<Vec<X509>, String> {
     Ok(certs)
 }
 
-/// Reads a PEM private key (PKCS#8, or a traditional RSA or EC key).
-pub fn read_key(path: &str) -> Result<PKey<Private>, String> {
-    let pem = read_file(path)?;
-    PKey::private_key_from_pem(&pem).map_err(|e| format!("{path:?} is not a PEM private key: {e}"))
+/// The private key of `pem`, read from `path`.
+fn parse_key(path: &str, pem: &[u8]) -> Result<PKey<Private>, String> {
+    PKey::private_key_from_pem(pem).map_err(|e| format!("{path:?} is not a PEM private key: {e}"))
 }
 
 fn read_file(path: &str) -> Result<Vec<u8>, String> {
@@ -68,8 +76,18 @@ pub fn load_pair(
     (cert_key, cert): (&str, &str),
     (key_key, key): (&str, &str),
 ) -> Result<CertKey, Vec<Problem>> {
-    let chain = read_chain(cert).map_err(|e| (cert_key.to_string(), e));
-    let pkey = read_key(key).map_err(|e| (key_key.to_string(), e));
+    pair(
+        (cert_key, cert, read_chain(cert)),
+        (key_key, key, read_key(key)),
+    )
+}
+
+/// A chain and a key as read (or not), each with its config key and path: the pair when
+/// both were read and the key belongs to the chain's leaf, else every problem.
+fn pair(
+    (cert_key, cert, chain): (&str, &str, Result<Vec<X509>, String>),
+    (key_key, key, pkey): (&str, &str, Result<PKey<Private>, String>),
+) -> Result<CertKey, Vec<Problem>> {
     match (chain, pkey) {
         (Ok(chain), Ok(pkey)) => {
             let matches = chain[0]
@@ -84,7 +102,12 @@ pub fn load_pair(
                 )])
             }
         }
-        (chain, pkey) => Err(chain.err().into_iter().chain(pkey.err()).collect()),
+        (chain, pkey) => Err(chain
+            .err()
+            .map(|e| (cert_key.to_string(), e))
+            .into_iter()
+            .chain(pkey.err().map(|e| (key_key.to_string(), e)))
+            .collect()),
     }
 }
 
@@ -282,13 +305,15 @@ pub struct UpstreamTls {
 }
 
 impl UpstreamTlsFiles {
-    /// Reads and checks `routes.<name>.tls_ca`, `tls_cert` and `tls_key`.
+    /// Reads and checks `routes.<name>.tls_ca`, `tls_cert` and `tls_key`, each file once.
     pub fn read(base: &str, r: &RouteConfig) -> Result<Self, Vec<Problem>> {
         let mut problems = Vec::new();
         let mut files = UpstreamTlsFiles::default();
         if !r.tls_ca.is_empty() {
-            match read_chain(&r.tls_ca) {
-                Ok(_) => files.ca = read_file(&r.tls_ca).ok(),
+            let read =
+                read_file(&r.tls_ca).and_then(|pem| parse_chain(&r.tls_ca, &pem).map(|_| pem));
+            match read {
+                Ok(pem) => files.ca = Some(pem),
                 Err(e) => problems.push((format!("{base}.tls_ca"), e)),
             }
         }
@@ -304,10 +329,19 @@ impl UpstreamTlsFiles {
             )),
             (false, false) => {
                 let (ck, kk) = (format!("{base}.tls_cert"), format!("{base}.tls_key"));
-                match load_pair((&ck, &r.tls_cert), (&kk, &r.tls_key)) {
+                let (cert_pem, key_pem) = (read_file(&r.tls_cert), read_file(&r.tls_key));
+                let chain = cert_pem
+                    .as_ref()
+                    .map_err(Clone::clone)
+                    .and_then(|pem| parse_chain(&r.tls_cert, pem));
+                let pkey = key_pem
+                    .as_ref()
+                    .map_err(Clone::clone)
+                    .and_then(|pem| parse_key(&r.tls_key, pem));
+                match pair((&ck, &r.tls_cert, chain), (&kk, &r.tls_key, pkey)) {
                     Ok(_) => {
-                        files.cert = read_file(&r.tls_cert).ok();
-                        files.key = read_file(&r.tls_key).ok();
+                        files.cert = cert_pem.ok();
+                        files.key = key_pem.ok();
                     }
                     Err(p) => problems.extend(p),
                 }

@@ -3,36 +3,20 @@
 
 use std::process::Command;
 
-#[test]
-fn the_load_benchmark_harness_runs() {
+/// Runs `benches/<script>` with `args` and checks that it succeeds and prints each of
+/// `expected`.
+fn smoke_run(script: &str, args: &[&str], expected: &[&str]) {
     let root = env!("CARGO_MANIFEST_DIR");
     let out = Command::new("bash")
-        .arg(format!("{root}/benches/load.sh"))
-        .args([
-            "--debug",
-            "--duration",
-            "1",
-            "--rounds",
-            "1",
-            "--connections",
-            "4",
-        ])
+        .arg(format!("{root}/benches/{script}"))
+        .args(args)
         .current_dir(root)
         .output()
-        .expect("run benches/load.sh");
+        .unwrap_or_else(|e| panic!("run benches/{script}: {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "load.sh failed:\n{stdout}\n{stderr}");
-    for expected in [
-        "nginx",
-        "bare pingora",
-        "fusegate/bare pingora: req/s",
-        "fusegate/nginx:",
-        "access log on/off:",
-        "dashboard on/off:",
-        "dashboard client: ",
-        "fusegate with 10,000 routes: peak RSS",
-    ] {
+    assert!(out.status.success(), "{script} failed:\n{stdout}\n{stderr}");
+    for expected in expected {
         assert!(
             stdout.contains(expected),
             "missing {expected:?} in:\n{stdout}"
@@ -41,11 +25,36 @@ fn the_load_benchmark_harness_runs() {
 }
 
 #[test]
+fn the_load_benchmark_harness_runs() {
+    smoke_run(
+        "load.sh",
+        &[
+            "--debug",
+            "--duration",
+            "1",
+            "--rounds",
+            "1",
+            "--connections",
+            "4",
+        ],
+        &[
+            "nginx",
+            "bare pingora",
+            "fusegate/bare pingora: req/s",
+            "fusegate/nginx:",
+            "access log on/off:",
+            "dashboard on/off:",
+            "dashboard client: ",
+            "fusegate with 10,000 routes: peak RSS",
+        ],
+    );
+}
+
+#[test]
 fn the_edge_benchmark_harness_runs() {
-    let root = env!("CARGO_MANIFEST_DIR");
-    let out = Command::new("bash")
-        .arg(format!("{root}/benches/edge.sh"))
-        .args([
+    smoke_run(
+        "edge.sh",
+        &[
             "--debug",
             "--duration",
             "1",
@@ -53,17 +62,7 @@ fn the_edge_benchmark_harness_runs() {
             "1",
             "--handshakes",
             "20",
-        ])
-        .current_dir(root)
-        .output()
-        .expect("run benches/edge.sh");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "edge.sh failed:\n{stdout}\n{stderr}");
-    for expected in ["new TLS connections", "h2 over TLS", "h2c ("] {
-        assert!(
-            stdout.contains(expected),
-            "missing {expected:?} in:\n{stdout}"
-        );
-    }
+        ],
+        &["new TLS connections", "h2 over TLS", "h2c ("],
+    );
 }

@@ -109,6 +109,11 @@ impl Browser {
             .unwrap_or_else(|e| panic!("cannot type into {css}: {e}"));
     }
 
+    /// Empties the filter box, as deleting its text would.
+    fn clear_filter(&self) {
+        self.js("const f = document.getElementById('filter'); f.value = ''; f.dispatchEvent(new Event('input')); return true;");
+    }
+
     /// A PNG of the page, written to `$DASHBOARD_SCREENSHOTS/<name>` or else `dir/<name>`.
     fn screenshot(&self, dir: &std::path::Path, name: &str) -> std::path::PathBuf {
         let png = self
@@ -212,7 +217,7 @@ fn the_dashboard_shows_routes_turns_a_tripped_tile_open_and_pauses_a_route() {
         Duration::from_secs(5),
         "return [...document.querySelectorAll('.tile')].filter(t => !t.hidden).map(t => t.dataset.route).join() === 'orders';",
     );
-    browser.js("const f = document.getElementById('filter'); f.value = ''; f.dispatchEvent(new Event('input')); return true;");
+    browser.clear_filter();
     browser.wait_js(
         "a sparkline with points",
         Duration::from_secs(5),
@@ -264,7 +269,7 @@ fn a_thousand_routes_stay_usable() {
     );
     // A paused route goes first among 1,000.
     assert_eq!(gw.admin("POST", "/breakers/r500/pause").status, 200);
-    browser.js("const f = document.getElementById('filter'); f.value = ''; f.dispatchEvent(new Event('input')); return true;");
+    browser.clear_filter();
     browser.wait_js(
         "r500 first",
         Duration::from_secs(10),

@@ -6,7 +6,7 @@
 //! within [`WRITE_LIMIT`] is dropped, so a stalled reader costs one connection and no
 //! memory. Snapshots are taken only while at least one stream is open.
 
-use super::{Admin, Reply};
+use super::Admin;
 use crate::gateway::Gateway;
 use crate::live::Live;
 use async_trait::async_trait;
@@ -159,21 +159,6 @@ fn event(name: &str, data: &[u8]) -> Bytes {
     out.extend_from_slice(data);
     out.extend_from_slice(b"\n\n");
     Bytes::from(out)
-}
-
-impl Reply {
-    pub(super) fn into_response(self) -> Response<Vec<u8>> {
-        let mut builder = Response::builder()
-            .status(self.status)
-            .header("content-type", self.content_type)
-            .header("content-length", self.body.len());
-        if self.status == StatusCode::UNAUTHORIZED {
-            builder = builder.header("www-authenticate", "Bearer");
-        }
-        builder
-            .body(self.body)
-            .unwrap_or_else(|_| Response::new(Vec::new()))
-    }
 }
 
 #[async_trait]

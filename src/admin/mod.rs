@@ -233,6 +233,19 @@ impl Reply {
             json!({"error": "not_found", "path": path}),
         )
     }
+
+    fn into_response(self) -> Response<Vec<u8>> {
+        let mut builder = Response::builder()
+            .status(self.status)
+            .header("content-type", self.content_type)
+            .header("content-length", self.body.len());
+        if self.status == StatusCode::UNAUTHORIZED {
+            builder = builder.header("www-authenticate", "Bearer");
+        }
+        builder
+            .body(self.body)
+            .unwrap_or_else(|_| Response::new(Vec::new()))
+    }
 }
 
 async fn read_body(session: &mut ServerSession) -> Result<Option<Bytes>, Reply> {

@@ -118,9 +118,8 @@ pub struct RequestCtx {
     /// The peer is one of `server.trusted_proxies`.
     peer_trusted: bool,
     upstream_status: Option<u16>,
-    /// The upstream's time to its response header, once it has arrived.
-    header_ms: Option<u64>,
-    /// The same in microseconds, for the dashboard's latency percentiles.
+    /// The upstream's time to its response header in µs (the dashboard's latency
+    /// percentiles want that resolution), once it has arrived.
     header_us: Option<u64>,
     connect_failed: bool,
     /// The breaker turned this request away and it goes to the route's fallback upstream
@@ -176,7 +175,6 @@ impl ProxyHttp for Proxy {
             client_ip: None,
             peer_trusted: false,
             upstream_status: None,
-            header_ms: None,
             header_us: None,
             connect_failed: false,
             fallback: None,
@@ -575,9 +573,7 @@ impl ProxyHttp for Proxy {
         if ctx.fallback.is_some() {
             return fallback::mark_response(ctx, upstream_response);
         }
-        let us = ctx.upstream_us();
-        ctx.header_us = Some(us);
-        ctx.header_ms = Some(us / 1000);
+        ctx.header_us = Some(ctx.upstream_us());
         let probe = ctx.permit.as_ref().is_some_and(Permit::is_probe);
         let route_cache = ctx
             .route
@@ -844,12 +840,15 @@ impl Proxy {
     /// breaker; returns that outcome as the access log names it: `success`, the failure
     /// kind the breaker recorded, `rejected` or `client_error`.
     fn account(&self, session: &Session, e: Option<&Error>, ctx: &mut RequestCtx) -> &'static str {
-        let outcome = self.record(session, e, ctx);
+        let cache = ctx
+            .route
+            .as_ref()
+            .filter(|r| r.cache.is_some())
+            .map(|_| caching::result(session, &ctx.cache));
+        let outcome = self.record(session, e, ctx, cache);
         if let Some(route) = &ctx.route {
-            let stale = route.cache.is_some()
-                && caching::result(session, &ctx.cache) == caching::CacheResult::Stale;
             let kind = match outcome {
-                _ if stale => live::Kind::Stale,
+                _ if cache == Some(caching::CacheResult::Stale) => live::Kind::Stale,
                 "success" => live::Kind::Ok,
                 "status" | "connect" | "reset" => live::Kind::Failed,
                 "timeout" => live::Kind::Timeout,
@@ -864,8 +863,15 @@ impl Proxy {
         outcome
     }
 
-    /// [`Proxy::account`]'s metrics and breaker part.
-    fn record(&self, session: &Session, e: Option<&Error>, ctx: &mut RequestCtx) -> &'static str {
+    /// [`Proxy::account`]'s metrics and breaker part; `cache` is the request's cache
+    /// result when its route has a cache.
+    fn record(
+        &self,
+        session: &Session,
+        e: Option<&Error>,
+        ctx: &mut RequestCtx,
+        cache: Option<caching::CacheResult>,
+    ) -> &'static str {
         let failure = e.map(|e| ctx.classify(e));
         let unsettled = match failure {
             _ if ctx.answered.is_some() => ctx.answered.unwrap_or(CLIENT_ERROR),
@@ -890,10 +896,8 @@ impl Proxy {
                 .metrics
                 .request(resp.status.as_u16(), proto, elapsed.as_secs_f64());
         }
-        if route.cache.is_some() {
-            route
-                .metrics
-                .cache(caching::result(session, &ctx.cache).as_metric());
+        if let Some(result) = cache {
+            route.metrics.cache(result.as_metric());
         }
         if ctx.permit.is_none() {
             return unsettled;
@@ -959,7 +963,7 @@ impl Proxy {
         }
         let outcome = Outcome {
             failure,
-            duration_ms: ctx.header_ms.unwrap_or_else(|| ctx.upstream_ms()),
+            duration_ms: ctx.header_ms().unwrap_or_else(|| ctx.upstream_ms()),
         };
         let now = self.gateway.clock.now_ms();
         if let Some(t) = route.breaker.record(permit, outcome, &route.settings, now) {
@@ -976,6 +980,11 @@ impl RequestCtx {
         } else {
             self.upstream.map(UpstreamUsed::Route)
         }
+    }
+
+    /// The upstream's time to its response header in ms, once it has arrived.
+    fn header_ms(&self) -> Option<u64> {
+        self.header_us.map(|us| us / 1000)
     }
 
     /// The upstream's time so far: from the request fully sent (or, before that, from
@@ -1086,7 +1095,7 @@ fn access_entry(
         status,
         route: ctx.route.clone(),
         upstream: ctx.upstream_used(),
-        upstream_ms: ctx.header_ms,
+        upstream_ms: ctx.header_ms(),
         total_us: u64::try_from(ctx.started.elapsed().as_micros()).unwrap_or(u64::MAX),
         bytes_in: session.body_bytes_read() as u64,
         bytes_out: session.body_bytes_sent() as u64,
