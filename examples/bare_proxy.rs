@@ -9,6 +9,14 @@ use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::server::configuration::ServerConf;
 
+/// `--features alloc-count`: the system allocator, counting (`benches/alloc.sh`).
+#[cfg(feature = "alloc-count")]
+#[path = "../src/alloc_count.rs"]
+mod alloc_count;
+#[cfg(feature = "alloc-count")]
+#[global_allocator]
+static ALLOCATOR: alloc_count::Counting = alloc_count::Counting::new();
+
 struct Bare {
     upstream: String,
 }
@@ -29,6 +37,8 @@ impl ProxyHttp for Bare {
 }
 
 fn main() {
+    #[cfg(feature = "alloc-count")]
+    alloc_count::report_from_env(&ALLOCATOR);
     let args: Vec<String> = std::env::args().collect();
     let (listen, upstream, threads) = match args.as_slice() {
         [_, l, u, t] => (l.clone(), u.clone(), t.parse().unwrap_or(1)),

@@ -5,8 +5,16 @@ use clap::{Parser, Subcommand};
 
 /// mimalloc instead of the system allocator: fewer cycles per request under load
 /// (see the README's Performance section).
+#[cfg(not(feature = "alloc-count"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// `--features alloc-count`: the system allocator, counting (`benches/alloc.sh`).
+#[cfg(feature = "alloc-count")]
+mod alloc_count;
+#[cfg(feature = "alloc-count")]
+#[global_allocator]
+static ALLOCATOR: alloc_count::Counting = alloc_count::Counting::new();
 use fusegate::config::{self, ConfigErrors, DEFAULT_CONFIG_PATH};
 use fusegate::server::Gatekeeper;
 use std::path::{Path, PathBuf};
@@ -118,6 +126,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    #[cfg(feature = "alloc-count")]
+    alloc_count::report_from_env(&ALLOCATOR);
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => check(&config),

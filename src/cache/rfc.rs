@@ -190,8 +190,13 @@ pub fn connection_listed(resp: &ResponseHeader) -> Vec<String> {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(|n| n.trim().to_ascii_lowercase())
-        .filter(|n| !n.is_empty() && n != "close" && n != "keep-alive")
+        .map(str::trim)
+        .filter(|n| {
+            !n.is_empty()
+                && !n.eq_ignore_ascii_case("close")
+                && !n.eq_ignore_ascii_case("keep-alive")
+        })
+        .map(str::to_ascii_lowercase)
         .collect()
 }
 

@@ -38,6 +38,7 @@ mod failure;
 mod fallback;
 mod front;
 mod grpc;
+mod names;
 mod request_id;
 mod respond;
 mod trace;
@@ -155,9 +156,26 @@ impl Drop for RequestCtx {
     }
 }
 
+/// An address as a header value, formatted in place: one allocation (the value's own).
+fn ip_value(ip: std::net::IpAddr) -> HeaderValue {
+    use std::io::Write;
+    let mut buf = [0u8; 48]; // the longest IPv6 text is 45 bytes
+    let mut rest = &mut buf[..];
+    let written = write!(rest, "{ip}").map(|()| 48 - rest.len());
+    written
+        .ok()
+        .and_then(|n| HeaderValue::from_bytes(&buf[..n]).ok())
+        .unwrap_or_else(|| HeaderValue::from_static("unknown"))
+}
+
 #[async_trait]
 impl ProxyHttp for Proxy {
     type CTX = RequestCtx;
+
+    /// No downstream modules. pingora's default adds its response compression module,
+    /// switched off; fusegate never compresses, and without the module a request skips
+    /// making its context and calling its filters.
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
 
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
@@ -197,14 +215,14 @@ impl ProxyHttp for Proxy {
         // A client's `X-Correlation-Id` stands in for a missing `X-Request-Id`.
         let id = self.request_ids.for_request(
             headers
-                .get("x-request-id")
-                .or_else(|| headers.get("x-correlation-id")),
+                .get(names::X_REQUEST_ID)
+                .or_else(|| headers.get(names::X_CORRELATION_ID)),
         );
         ctx.request_id = Some(id);
         {
             // The exporter is looked at here only: not held across the awaits below.
             let otel = self.gateway.otel.load();
-            let mut t = trace::TraceContext::for_request(headers.get("traceparent"), || {
+            let mut t = trace::TraceContext::for_request(headers.get(names::TRACEPARENT), || {
                 otel.as_ref().is_some_and(|o| o.sample_new())
             });
             if let Some(o) = otel.as_ref().filter(|_| t.sampled) {
@@ -268,7 +286,7 @@ impl ProxyHttp for Proxy {
                     let trusted = &runtime.trusted_proxies;
                     ctx.peer_trusted = !trusted.is_empty() && trusted.trusts(peer);
                     ctx.client_ip = Some(if ctx.peer_trusted {
-                        let xff = session.req_header().headers.get("x-forwarded-for");
+                        let xff = session.req_header().headers.get(names::X_FORWARDED_FOR);
                         trusted.client(peer, xff.and_then(|v| v.to_str().ok()))
                     } else {
                         peer
@@ -478,27 +496,31 @@ impl ProxyHttp for Proxy {
         let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
-            .map(|a| a.ip().to_string());
-        let prev = upstream_request
-            .headers
-            .get("x-forwarded-for")
-            .filter(|_| ctx.peer_trusted)
+            .map(|a| a.ip());
+        let prev = ctx
+            .peer_trusted
+            .then(|| upstream_request.headers.get(names::X_FORWARDED_FOR))
+            .flatten()
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
         match (peer, prev) {
             (Some(ip), Some(prev)) => {
                 upstream_request.insert_header("x-forwarded-for", format!("{prev}, {ip}"))?
             }
-            (Some(ip), None) => upstream_request.insert_header("x-forwarded-for", ip)?,
+            (Some(ip), None) => upstream_request.insert_header("x-forwarded-for", ip_value(ip))?,
             (None, Some(_)) => {}
             (None, None) => {
-                upstream_request.remove_header("x-forwarded-for");
+                upstream_request.remove_header(&names::X_FORWARDED_FOR);
             }
         }
         if !ctx.peer_trusted {
-            upstream_request.remove_header("forwarded");
+            upstream_request.remove_header(&http::header::FORWARDED);
         }
         let trusted = ctx.peer_trusted;
-        if !(trusted && upstream_request.headers.contains_key("x-forwarded-proto")) {
+        if !(trusted
+            && upstream_request
+                .headers
+                .contains_key(names::X_FORWARDED_PROTO))
+        {
             let tls = session
                 .downstream_session
                 .digest()
@@ -506,11 +528,14 @@ impl ProxyHttp for Proxy {
             let proto = if tls { "https" } else { "http" };
             upstream_request.insert_header("x-forwarded-proto", proto)?;
         }
-        let keep_host = trusted && upstream_request.headers.contains_key("x-forwarded-host");
+        let keep_host = trusted
+            && upstream_request
+                .headers
+                .contains_key(names::X_FORWARDED_HOST);
         let host = session
             .req_header()
             .headers
-            .get("host")
+            .get(http::header::HOST)
             .cloned()
             .or_else(|| {
                 session
@@ -523,7 +548,7 @@ impl ProxyHttp for Proxy {
             _ if keep_host => {}
             Some(host) => upstream_request.insert_header("x-forwarded-host", host)?,
             None => {
-                upstream_request.remove_header("x-forwarded-host");
+                upstream_request.remove_header(&names::X_FORWARDED_HOST);
             }
         }
         if let Some(id) = &ctx.request_id {
@@ -537,10 +562,10 @@ impl ProxyHttp for Proxy {
         let continued = ctx.trace.is_some_and(|t| t.parent_span_id.is_some());
         if upstream_request
             .headers
-            .get("tracestate")
+            .get(names::TRACESTATE)
             .is_some_and(|v| !continued || !trace::tracestate_ok(v))
         {
-            upstream_request.remove_header("tracestate");
+            upstream_request.remove_header(&names::TRACESTATE);
         }
         if route.cache.is_some() && fallback.is_none() {
             // Tells the upstream that a surrogate cache is in front, and its name for

@@ -36,8 +36,11 @@ impl RequestIds {
 
     pub fn generate(&self) -> HeaderValue {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let id = format!("{:016x}{:016x}", self.prefix, n);
-        HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("0"))
+        // 32 hex digits written in place: one allocation (the header value's own).
+        let mut id = [0u8; 32];
+        super::trace::write_hex(&mut id[..16], &self.prefix.to_be_bytes());
+        super::trace::write_hex(&mut id[16..], &n.to_be_bytes());
+        HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("0"))
     }
 }
 
@@ -55,5 +58,10 @@ mod tests {
         let long = HeaderValue::from_str(&"x".repeat(200)).unwrap();
         assert_eq!(ids.for_request(Some(&long)).len(), 32);
         assert_ne!(ids.generate(), ids.generate());
+        let fixed = RequestIds {
+            prefix: 0x0123_4567_89ab_cdef,
+            next: AtomicU64::new(0x2a),
+        };
+        assert_eq!(fixed.generate(), "0123456789abcdef000000000000002a");
     }
 }

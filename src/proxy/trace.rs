@@ -90,7 +90,7 @@ fn parse_traceparent(v: &[u8]) -> Option<TraceParent> {
 }
 
 /// `bytes` as lower-case hex into `out` (twice as long).
-fn write_hex(out: &mut [u8], bytes: &[u8]) {
+pub(crate) fn write_hex(out: &mut [u8], bytes: &[u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
         pair[0] = DIGITS[usize::from(b >> 4)];
