@@ -2,13 +2,15 @@
 # Heap allocations per proxied request: fusegate and the bare pingora proxy, each built
 # with a counting global allocator (`--features alloc-count`), on loopback.
 #
-#   bash benches/alloc.sh [--requests N] [--connections C]
+#   bash benches/alloc.sh [--seconds S] [--connections C]
 #
 # Starts a fast upstream (nginx answering 200 "ok"), then each proxy with one worker.
 # After a warm-up (pools, buffers and per-route counters made), wrk sends requests for a
 # few seconds over C keep-alive connections; the allocator's counts before and after,
 # divided by the requests wrk completed, give allocations and bytes asked for per
-# request. Counts, not times: the numbers do not depend on the machine's speed.
+# request. Counts, not times: the numbers do not depend on the machine's speed. It leaves
+# target/release/fusegate built with the counting allocator; the other scripts' builds
+# (and `cargo build --release`) put the normal one back.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
