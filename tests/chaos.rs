@@ -48,10 +48,15 @@ fn send(agent: &ureq::Agent, url: &str) -> Answer {
         let rejected = status == 503 && r.header("x-fusegate-breaker").is_some();
         (status, rejected, r.into_string().is_err())
     });
-    Answer {
-        result,
-        took: started.elapsed(),
+    let took = started.elapsed();
+    if matches!(result, Ok((_, true, _))) {
+        // Turned away: a short pause before the next request, as a client that heeds
+        // `Retry-After` would make (only shorter). Without it a fast build answers the
+        // clients' whole request budget with rejections before the breaker's open time
+        // is up, and nobody is left to send the request that makes it half-open.
+        std::thread::sleep(Duration::from_millis(2));
     }
+    Answer { result, took }
 }
 
 impl Tally {
