@@ -79,3 +79,18 @@ level = "warn"
 ${6:-}
 CONF
 }
+
+# bench_cleanup, for `trap bench_cleanup EXIT`: SIGKILLs the processes in the global
+# `pids` array (the measurement is over, and a pingora server on SIGTERM waits out its
+# grace period, 5 minutes by default for the bare proxy), stops every nginx started with
+# a config under the global `work` directory, and removes that directory.
+bench_cleanup() {
+  local p f
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  for f in "$work"/*/nginx.pid; do
+    [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true
+  done
+  sleep 0.2
+  rm -rf "$work"
+}

@@ -37,16 +37,7 @@ BIN=target/$profile
 
 work=$(mktemp -d)
 pids=()
-cleanup() {
-  # SIGKILL: the measurement is over, and a pingora server on SIGTERM waits out its
-  # grace period (5 minutes by default for the bare proxy).
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  [ -f "$work/up/nginx.pid" ] && kill "$(cat "$work/up/nginx.pid")" 2>/dev/null || true
-  [ -f "$work/px/nginx.pid" ] && kill "$(cat "$work/px/nginx.pid")" 2>/dev/null || true
-  sleep 0.2
-  rm -rf "$work"
-}
-trap cleanup EXIT
+trap bench_cleanup EXIT
 
 UP=$(free_port); NGX=$(free_port); BARE=$(free_port); FG=$(free_port); ADMIN=$(free_port)
 FGL=$(free_port); ADMIN_L=$(free_port); FGD=$(free_port); ADMIN_D=$(free_port)
