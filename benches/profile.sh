@@ -85,7 +85,7 @@ GROUPS = [
     ("pingora: upstream HTTP/1 (write request, read response)", lambda d, s: re.search(r"pingora_core::protocols::http::v1::client|pingora_core::connectors::http", s)),
     ("pingora: upstream connection pool", lambda d, s: re.search(r"pingora_pool|TransportConnector|pingora_core::connectors|lru::", s)),
     ("pingora: timeouts", lambda d, s: "pingora_timeout" in s),
-    ("pingora: proxy flow (phases, body tasks, header copies)", lambda d, s: "pingora_proxy" in s or "pingora_http" in s),
+    ("pingora: proxy flow (phases, per-request channels, header copies)", lambda d, s: "pingora_proxy" in s or "pingora_http" in s),
     ("pingora: other (sockets, services)", lambda d, s: "pingora" in s),
     ("tokio: channels, semaphores, notify (per-request sync)", lambda d, s: re.search(r"tokio::sync", s)),
     ("tokio: scheduler, I/O readiness, tasks", lambda d, s: "tokio" in s),
