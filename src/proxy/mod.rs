@@ -1181,3 +1181,18 @@ fn declared_body_len(req: &RequestHeader) -> Option<u64> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse().ok())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::ip_value;
+
+    #[test]
+    fn an_address_becomes_its_text() {
+        let v4: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        assert_eq!(ip_value(v4), "127.0.0.1");
+        let v6: std::net::IpAddr = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff".parse().unwrap();
+        assert_eq!(ip_value(v6), "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff");
+        let mapped: std::net::IpAddr = "::ffff:255.255.255.255".parse().unwrap();
+        assert_eq!(ip_value(mapped), "::ffff:255.255.255.255");
+    }
+}
