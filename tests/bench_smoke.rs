@@ -46,6 +46,8 @@ fn the_load_benchmark_harness_runs() {
             "dashboard on/off:",
             "dashboard client: ",
             "fusegate with 10,000 routes: peak RSS",
+            "fusegate with 10,000 routes: reload ",
+            "fusegate with 10,000 routes: RSS after the reloads ",
         ],
     );
 }
