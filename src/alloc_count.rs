@@ -3,7 +3,7 @@
 //! reference (`examples/bare_proxy.rs`); the library itself has no unsafe code.
 //!
 //! Every allocation and reallocation goes to the system allocator and bumps two counters;
-//! `report_to(path)` starts a thread that writes `allocations bytes` to the file ten times
+//! `report_from_env` starts a thread that writes `allocations bytes` to a file ten times
 //! a second, so a script can read the counts before and after a known number of requests.
 //! Counting works on the system allocator (not mimalloc) so that heap profilers that
 //! replace `malloc` (valgrind's DHAT) see the same allocations.
@@ -72,9 +72,13 @@ unsafe impl GlobalAlloc for Counting {
     }
 }
 
-/// Writes `allocations bytes` to `path` ten times a second, for as long as the process
-/// lives (each write replaces the file through a rename, so a reader never sees half).
-pub fn report_to(counter: &'static Counting, path: std::path::PathBuf) {
+/// With `ALLOC_COUNT_FILE` set, writes `allocations bytes` to that file ten times a
+/// second for as long as the process lives (each write replaces the file through a
+/// rename, so a reader never sees half).
+pub fn report_from_env(counter: &'static Counting) {
+    let Some(path) = std::env::var_os("ALLOC_COUNT_FILE").map(std::path::PathBuf::from) else {
+        return;
+    };
     let spawned = std::thread::Builder::new()
         .name("alloc-count".into())
         .spawn(move || {
@@ -89,12 +93,5 @@ pub fn report_to(counter: &'static Counting, path: std::path::PathBuf) {
         });
     if let Err(e) = spawned {
         eprintln!("alloc-count: cannot start the reporting thread: {e}");
-    }
-}
-
-/// With `ALLOC_COUNT_FILE` set, reports to that file (see `report_to`).
-pub fn report_from_env(counter: &'static Counting) {
-    if let Some(path) = std::env::var_os("ALLOC_COUNT_FILE") {
-        report_to(counter, path.into());
     }
 }

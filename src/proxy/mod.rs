@@ -161,10 +161,10 @@ fn ip_value(ip: std::net::IpAddr) -> HeaderValue {
     use std::io::Write;
     let mut buf = [0u8; 48]; // the longest IPv6 text is 45 bytes
     let mut rest = &mut buf[..];
-    let written = write!(rest, "{ip}").map(|()| 48 - rest.len());
+    let written = write!(rest, "{ip}").map(|()| rest.len());
     written
         .ok()
-        .and_then(|n| HeaderValue::from_bytes(&buf[..n]).ok())
+        .and_then(|left| HeaderValue::from_bytes(&buf[..buf.len() - left]).ok())
         .unwrap_or_else(|| HeaderValue::from_static("unknown"))
 }
 
