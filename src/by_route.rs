@@ -29,9 +29,18 @@ impl<T: Clone> ByRoute<T> {
     /// the one to keep from now on, which is also returned.
     pub fn update(&self, route: &str, decide: impl FnOnce(Option<&T>) -> T) -> T {
         let mut map = self.lock();
-        let next = decide(map.get(route));
-        map.insert(route.to_string(), next.clone());
-        next
+        match map.get_mut(route) {
+            Some(kept) => {
+                let next = decide(Some(kept));
+                *kept = next.clone();
+                next
+            }
+            None => {
+                let next = decide(None);
+                map.insert(route.to_string(), next.clone());
+                next
+            }
+        }
     }
 
     /// The value kept for `route`.

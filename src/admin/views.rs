@@ -91,7 +91,7 @@ pub fn breaker(gw: &Gateway, route: &Route) -> BreakerView {
                 healthy: route.upstreams.is_healthy(i),
             })
             .collect(),
-        settings: route.breaker_config.clone(),
+        settings: route.breaker_config(),
         cache: route.cache.as_ref().map(|c| CacheView {
             entries: c.storage.entries(),
             bytes: c.storage.used_bytes(),

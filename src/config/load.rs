@@ -48,6 +48,17 @@ pub fn load_from_str(text: &str, format: Format, with_env: bool) -> Result<Confi
     if with_env {
         figment = figment.merge(Env::prefixed("FUSEGATE_").ignore(&["config"]).split("__"));
     }
+    // Most configs deserialize at once: then the tree is not copied into a dictionary
+    // and back, which with 10,000 routes is tens of megabytes and most of a reload's
+    // time. One that does not is deserialized again, key by key, to report every problem.
+    if let Ok(config) = figment.extract::<Config>() {
+        let problems = validate(&config);
+        return if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigErrors(problems))
+        };
+    }
     let root: Dict = match figment.extract() {
         Ok(d) => d,
         Err(e) => {

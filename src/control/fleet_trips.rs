@@ -61,7 +61,7 @@ impl FleetTrips {
         let Some(r) = runtime.route(route) else {
             return;
         };
-        let Some(fleet) = &r.breaker_config.fleet else {
+        let Some(fleet) = r.fleet() else {
             return;
         };
         if !in_scope(&fleet.scope, &self.gateway.facts, &facts) {

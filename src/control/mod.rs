@@ -16,6 +16,7 @@ use crate::gateway::{BreakerAction, Gateway};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Subject of read actions.
 pub fn read_subject(cluster: &str) -> String {
@@ -109,7 +110,7 @@ pub enum After {
 }
 
 /// Answers one message; `None` when this instance is not addressed (it stays silent).
-pub fn handle(gw: &Gateway, channel: Channel, payload: &[u8]) -> Option<(Reply, After)> {
+pub fn handle(gw: &Arc<Gateway>, channel: Channel, payload: &[u8]) -> Option<(Reply, After)> {
     let req: Request = match serde_json::from_slice(payload) {
         Ok(r) => r,
         Err(e) => {
@@ -165,7 +166,7 @@ fn read(gw: &Gateway, action: &str) -> Value {
     }
 }
 
-fn write(gw: &Gateway, req: &Request) -> Result<Value, String> {
+fn write(gw: &Arc<Gateway>, req: &Request) -> Result<Value, String> {
     match req.action.as_str() {
         "reload" => crate::reload::reload(gw, "nats")
             .map(|r| json!({"generation": r.generation, "restart_required": r.restart_required})),

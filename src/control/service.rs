@@ -212,11 +212,7 @@ async fn follow_fleet_events(
     cluster: &str,
     sub: &mut Option<async_nats::Subscriber>,
 ) {
-    let wanted = gw
-        .runtime()
-        .routes
-        .iter()
-        .any(|r| r.breaker_config.fleet.is_some());
+    let wanted = gw.runtime().routes.iter().any(|r| r.fleet().is_some());
     match (wanted, sub.is_some()) {
         (true, false) => match client.subscribe(breaker_events_subject(cluster)).await {
             Ok(s) => *sub = Some(s),

@@ -15,7 +15,7 @@ pub use upstreams::{Upstream, Upstreams, UpstreamsSpec};
 use crate::breaker::{self, Breaker, StatusSet, WindowShape};
 use crate::by_route::ByRoute;
 use crate::cache::{CacheRegistry, RouteCache};
-use crate::config::{BreakerConfig, Config, HostHeader, StatusSpec};
+use crate::config::{BreakerConfig, Config, FleetTripConfig, HostHeader, StatusSpec};
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::ratelimit::RateLimit;
 use crate::router::Router;
@@ -30,8 +30,8 @@ pub struct Route {
     pub strip_prefix: bool,
     pub host_header: HostHeader,
     pub settings: breaker::Settings,
-    /// The breaker keys in force, every one filled in, as the admin port reports them.
-    pub breaker_config: BreakerConfig,
+    /// The config this route was built from (shared by every route of its table).
+    config: Arc<Config>,
     pub breaker: Arc<Breaker>,
     pub upstreams: Arc<Upstreams>,
     /// Set when the route has active health checks.
@@ -40,7 +40,8 @@ pub struct Route {
     pub cache: Option<RouteCache>,
     /// What answers instead of the breaker's 503, if anything.
     pub fallback: Option<Fallback>,
-    pub metrics: RouteMetrics,
+    /// Kept across reloads, so the series handles it has resolved stay resolved.
+    pub metrics: Arc<RouteMetrics>,
     /// What the dashboard shows of the last second; kept across reloads.
     pub live: Arc<crate::live::LiveStats>,
 }
@@ -55,6 +56,32 @@ pub enum UpstreamUsed {
 }
 
 impl Route {
+    /// The breaker keys in force, every one filled in, as the admin port reports them.
+    pub fn breaker_config(&self) -> BreakerConfig {
+        let merged = self
+            .own_breaker()
+            .merged_over(&self.config.defaults.breaker);
+        effective_breaker_config(&merged, &self.settings)
+    }
+
+    /// `breaker.fleet` in force (the route's, else the defaults').
+    pub fn fleet(&self) -> Option<&FleetTripConfig> {
+        self.own_breaker()
+            .fleet
+            .as_ref()
+            .or(self.config.defaults.breaker.fleet.as_ref())
+    }
+
+    /// The route's own `breaker` section (empty for a route the config does not have,
+    /// which a built table never holds).
+    fn own_breaker(&self) -> &BreakerConfig {
+        static EMPTY: std::sync::OnceLock<BreakerConfig> = std::sync::OnceLock::new();
+        match self.config.routes.get(self.name.as_ref()) {
+            Some(rc) => &rc.breaker,
+            None => EMPTY.get_or_init(BreakerConfig::default),
+        }
+    }
+
     /// The `host:port` of the upstream a request went to, for logs and spans.
     pub fn upstream_authority(&self, used: UpstreamUsed) -> Option<&str> {
         match used {
@@ -88,6 +115,7 @@ pub struct Registries {
     pub caches: CacheRegistry,
     pub upstreams: ByRoute<Arc<Upstreams>>,
     pub live: ByRoute<Arc<crate::live::LiveStats>>,
+    pub route_metrics: ByRoute<Arc<RouteMetrics>>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -106,6 +134,7 @@ impl Registries {
         self.breakers.retain(|n| route(n).is_some());
         self.upstreams.retain(|n| route(n).is_some());
         self.live.retain(|n| route(n).is_some());
+        self.route_metrics.retain(|n| route(n).is_some());
         self.rate_limits
             .retain(|n| route(n).is_some_and(|r| r.rate_limit.is_some()));
         self.caches
@@ -190,7 +219,10 @@ impl Runtime {
                 .transpose()
                 .map_err(|e| format!("routes.{name}.fallback: {e}"))?;
             let breaker = registries.breaker(name, settings.window, now_ms);
-            let route_metrics = metrics.route(name);
+            let route_metrics = registries.route_metrics.update(name, |kept| match kept {
+                Some(m) => m.clone(),
+                None => Arc::new(metrics.route(name)),
+            });
             let cache = rc
                 .cache
                 .as_ref()
@@ -204,7 +236,7 @@ impl Runtime {
                 prefix: rc.effective_prefix(name),
                 strip_prefix: rc.strip_prefix,
                 host_header: rc.host_header,
-                breaker_config: effective_breaker_config(&merged, &settings),
+                config: config.clone(),
                 breaker,
                 settings,
                 upstreams,

@@ -19,20 +19,68 @@ use std::time::Duration;
 /// How long an idle pooled upstream connection is kept.
 const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// One upstream server, ready to be handed to pingora.
+/// One upstream server. Its pingora peer is made per request from the address and the
+/// route's [`PeerSettings`]: a prebuilt peer would cost most of a kilobyte per upstream,
+/// which adds up with 10,000 routes, and making one costs what copying one does.
 #[derive(Debug, Clone)]
 pub struct Upstream {
     pub addr: UpstreamAddr,
     pub socket: SocketAddr,
     /// `host:port` as configured, for `host_header = "upstream"` and reports.
     pub authority: String,
-    backend: Backend,
-    peer: HttpPeer,
+    settings: Arc<PeerSettings>,
+}
+
+/// What every peer of a route's upstream set shares.
+struct PeerSettings {
+    /// Connect, read and write timeout.
+    timeout: Duration,
+    /// HTTP/2 to the upstreams (ALPN h2 for https, prior knowledge for plain ones).
+    http2: bool,
+    tls: crate::tls::UpstreamTls,
+}
+
+impl std::fmt::Debug for PeerSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerSettings")
+            .field("timeout", &self.timeout)
+            .field("http2", &self.http2)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Upstream {
+    /// The peer to hand to pingora for one request.
     pub fn peer(&self) -> Box<HttpPeer> {
-        Box::new(self.peer.clone())
+        let tls = self.addr.is_tls();
+        let sni = if tls {
+            self.addr.host.clone()
+        } else {
+            String::new()
+        };
+        let mut peer = Box::new(HttpPeer::new(self.socket, tls, sni));
+        let s = &*self.settings;
+        let o = &mut peer.options;
+        o.connection_timeout = Some(s.timeout);
+        o.total_connection_timeout = Some(s.timeout);
+        o.read_timeout = Some(s.timeout);
+        o.write_timeout = Some(s.timeout);
+        o.idle_timeout = Some(UPSTREAM_IDLE_TIMEOUT);
+        if s.http2 {
+            // TLS: offer h2 first, HTTP/1.1 if the upstream declines; plain: h2c.
+            o.set_http_version(2, if tls { 1 } else { 2 });
+        }
+        if tls {
+            o.ca = s.tls.ca.clone();
+            // The certificate's chain is always verified; its name is checked against a
+            // host name only (OpenSSL's host check does not match an IP address against
+            // the certificate's IP entries).
+            if self.addr.host.parse::<std::net::IpAddr>().is_ok() {
+                o.verify_hostname = false;
+            }
+            peer.client_cert_key = s.tls.client.clone();
+        }
+        peer
     }
 }
 
@@ -75,6 +123,8 @@ enum Selector {
     /// pingora's load balancer with active health checks.
     Checked {
         lb: Box<LoadBalancer<RoundRobin>>,
+        /// The load balancer's name for each upstream, in list order.
+        backends: Vec<Backend>,
         probes: Arc<ProbeLog>,
         checking: AtomicBool,
     },
@@ -93,7 +143,11 @@ impl Upstreams {
     /// as their connect and read timeout, and the spec's protocol and TLS settings.
     pub fn build(spec: &UpstreamsSpec) -> Result<Self, String> {
         let (addrs, timeout, health) = (&spec.addrs, spec.timeout, spec.health.as_ref());
-        let tls = spec.tls.parse()?;
+        let settings = Arc::new(PeerSettings {
+            timeout,
+            http2: spec.http2,
+            tls: spec.tls.parse()?,
+        });
         let mut list = Vec::with_capacity(addrs.len());
         for raw in addrs {
             let addr = UpstreamAddr::parse(raw)?;
@@ -108,40 +162,11 @@ impl Upstreams {
                     "{raw:?}: listed twice (same address as another upstream)"
                 ));
             }
-            let sni = if addr.is_tls() {
-                addr.host.clone()
-            } else {
-                String::new()
-            };
-            let mut peer = HttpPeer::new(socket, addr.is_tls(), sni);
-            peer.options.connection_timeout = Some(timeout);
-            peer.options.total_connection_timeout = Some(timeout);
-            peer.options.read_timeout = Some(timeout);
-            peer.options.write_timeout = Some(timeout);
-            peer.options.idle_timeout = Some(UPSTREAM_IDLE_TIMEOUT);
-            if spec.http2 {
-                // TLS: offer h2 first, HTTP/1.1 if the upstream declines; plain: h2c.
-                let min = if addr.is_tls() { 1 } else { 2 };
-                peer.options.set_http_version(2, min);
-            }
-            if addr.is_tls() {
-                peer.options.ca = tls.ca.clone();
-                peer.client_cert_key = tls.client.clone();
-                // The certificate's chain is always verified; its name is checked
-                // against a host name only (OpenSSL's host check does not match an IP
-                // address against the certificate's IP entries).
-                if addr.host.parse::<std::net::IpAddr>().is_ok() {
-                    peer.options.verify_hostname = false;
-                }
-            }
-            let backend = Backend::new(&socket.to_string())
-                .map_err(|e| format!("{raw:?}: invalid upstream address: {e}"))?;
             list.push(Upstream {
                 addr,
                 socket,
                 authority,
-                backend,
-                peer,
+                settings: settings.clone(),
             });
         }
         let Some(cfg) = health else {
@@ -153,8 +178,15 @@ impl Upstreams {
                 },
             });
         };
-        let backends: BTreeSet<Backend> = list.iter().map(|u| u.backend.clone()).collect();
-        let mut lb = LoadBalancer::from_backends(Backends::new(Static::new(backends)));
+        let backends = list
+            .iter()
+            .map(|u| {
+                Backend::new(&u.socket.to_string())
+                    .map_err(|e| format!("{:?}: invalid upstream address: {e}", u.authority))
+            })
+            .collect::<Result<Vec<Backend>, String>>()?;
+        let set: BTreeSet<Backend> = backends.iter().cloned().collect();
+        let mut lb = LoadBalancer::from_backends(Backends::new(Static::new(set)));
         let probes = Arc::new(ProbeLog::default());
         let targets: Vec<ProbeTarget> = list
             .iter()
@@ -174,6 +206,7 @@ impl Upstreams {
             list,
             selector: Selector::Checked {
                 lb: Box::new(lb),
+                backends,
                 probes,
                 checking: AtomicBool::new(false),
             },
@@ -207,10 +240,11 @@ impl Upstreams {
 
     /// Whether the upstream at `i` is in the rotation (always, without health checks).
     pub fn is_healthy(&self, i: usize) -> bool {
-        match (&self.selector, self.list.get(i)) {
-            (_, None) => false,
-            (Selector::Plain { .. }, Some(_)) => true,
-            (Selector::Checked { lb, .. }, Some(u)) => lb.backends().ready(&u.backend),
+        match &self.selector {
+            Selector::Plain { .. } => i < self.list.len(),
+            Selector::Checked { lb, backends, .. } => {
+                backends.get(i).is_some_and(|b| lb.backends().ready(b))
+            }
         }
     }
 
