@@ -418,6 +418,32 @@ mod tests {
     }
 
     #[test]
+    fn the_breaker_settings_reported_are_the_route_over_the_defaults() {
+        let rt = runtime(
+            r#"
+            [defaults.breaker]
+            volume_threshold = 5
+            fleet = { quorum = 3, scope = ["dc"] }
+            [routes.a]
+            upstreams = ["127.0.0.1:7001"]
+            breaker = { error_threshold_percentage = 20, fleet = { quorum = 2 } }
+            [routes.b]
+            upstreams = ["127.0.0.1:7002"]
+            "#,
+        );
+        let a = rt.route("a").unwrap().breaker_config();
+        assert_eq!(a.error_threshold_percentage, Some(20));
+        assert_eq!(a.volume_threshold, Some(5));
+        assert_eq!(a.rolling_buckets, Some(BreakerConfig::DEFAULT_BUCKETS));
+        let fleet_a = rt.route("a").unwrap().fleet().unwrap();
+        assert_eq!((fleet_a.quorum, fleet_a.scope.is_empty()), (2, true));
+        let b = rt.route("b").unwrap();
+        assert_eq!(b.breaker_config().error_threshold_percentage, Some(50));
+        assert_eq!(b.fleet().unwrap().quorum, 3);
+        assert_eq!(b.breaker_config().fleet.as_ref(), b.fleet());
+    }
+
+    #[test]
     fn strip_prefix_keeps_a_leading_slash() {
         let rt = runtime(
             r#"
@@ -450,5 +476,9 @@ mod tests {
             second.route("a").unwrap().breaker.state(),
             crate::breaker::State::ForcedOpen
         );
+        // So do its metric handles and its upstream set.
+        let (a1, a2) = (first.route("a").unwrap(), second.route("a").unwrap());
+        assert!(Arc::ptr_eq(&a1.metrics, &a2.metrics));
+        assert!(Arc::ptr_eq(&a1.upstreams, &a2.upstreams));
     }
 }

@@ -316,5 +316,35 @@ mod tests {
         let peer = u.list()[0].peer();
         assert_eq!(peer.sni, "localhost");
         assert!(peer.is_tls());
+        assert!(peer.options.verify_hostname);
+    }
+
+    #[test]
+    fn each_peer_carries_the_route_settings() {
+        let mut spec = UpstreamsSpec::plain(
+            vec!["127.0.0.1:7001".into(), "https://127.0.0.1:7443".into()],
+            Duration::from_millis(1500),
+        );
+        spec.http2 = true;
+        let u = Upstreams::build(&spec).unwrap();
+        let plain = u.list()[0].peer();
+        let tls = u.list()[1].peer();
+        for p in [&plain, &tls] {
+            let o = &p.options;
+            let t = Some(Duration::from_millis(1500));
+            assert_eq!(
+                (o.connection_timeout, o.read_timeout, o.write_timeout),
+                (t, t, t)
+            );
+            assert_eq!(o.total_connection_timeout, t);
+            assert_eq!(o.idle_timeout, Some(UPSTREAM_IDLE_TIMEOUT));
+        }
+        assert_eq!(plain._address.to_string(), "127.0.0.1:7001");
+        assert!(!plain.is_tls() && plain.sni.is_empty());
+        // h2c for a plain upstream; h2 offered first, HTTP/1.1 accepted, over TLS.
+        assert_eq!(plain.options.alpn, pingora::protocols::ALPN::H2);
+        assert_eq!(tls.options.alpn, pingora::protocols::ALPN::H2H1);
+        // An IP literal's certificate is checked for its chain, not its name.
+        assert!(tls.is_tls() && !tls.options.verify_hostname);
     }
 }
