@@ -379,11 +379,7 @@ impl Metrics {
             codes: Default::default(),
             duration: OnceLock::new(),
             state,
-            transitions: Default::default(),
-            rejections: Default::default(),
-            failures: Default::default(),
-            fallbacks: Default::default(),
-            cache: Default::default(),
+            rare: OnceLock::new(),
         }
     }
 
@@ -440,6 +436,15 @@ pub struct RouteMetrics {
     codes: [OnceLock<Box<CodeHandles>>; Proto::ALL.len()],
     duration: OnceLock<prometheus::Histogram>,
     state: IntGauge,
+    /// The counters most routes never touch (a few hundred bytes of empty slots per
+    /// route), made together on the first of them.
+    rare: OnceLock<Box<RareHandles>>,
+}
+
+/// A route's breaker transitions, rejections, upstream failures, fallbacks and cache
+/// results.
+#[derive(Default)]
+struct RareHandles {
     transitions: [OnceLock<IntCounter>; STATES.len()],
     rejections: [OnceLock<IntCounter>; 5],
     failures: [OnceLock<IntCounter>; 4],
@@ -457,6 +462,10 @@ impl std::fmt::Debug for RouteMetrics {
 }
 
 impl RouteMetrics {
+    fn rare(&self) -> &RareHandles {
+        self.rare.get_or_init(Default::default)
+    }
+
     /// One answered request.
     pub fn request(&self, code: u16, proto: Proto, seconds: f64) {
         let f = &self.families;
@@ -473,7 +482,7 @@ impl RouteMetrics {
     }
 
     pub fn transition(&self, to: State) {
-        self.transitions[to as usize]
+        self.rare().transitions[to as usize]
             .get_or_init(|| {
                 self.families
                     .transitions
@@ -488,7 +497,7 @@ impl RouteMetrics {
     }
 
     pub fn rejected(&self, reason: RejectReason) {
-        self.rejections[reason as usize]
+        self.rare().rejections[reason as usize]
             .get_or_init(|| {
                 self.families
                     .rejections
@@ -500,7 +509,7 @@ impl RouteMetrics {
     /// One cache lookup result: one of [`CACHE_RESULTS`].
     pub fn cache(&self, result: &'static str) {
         let i = CACHE_RESULTS.iter().position(|r| *r == result).unwrap_or(3);
-        self.cache[i]
+        self.rare().cache[i]
             .get_or_init(|| {
                 self.families
                     .cache
@@ -511,7 +520,7 @@ impl RouteMetrics {
 
     /// A breaker rejection answered by the route's fallback.
     pub fn fallback(&self, kind: FallbackKind) {
-        self.fallbacks[kind as usize]
+        self.rare().fallbacks[kind as usize]
             .get_or_init(|| {
                 self.families
                     .fallbacks
@@ -522,7 +531,7 @@ impl RouteMetrics {
 
     pub fn upstream_failure(&self, kind: FailureKind) {
         let i = FAILURE_KINDS.iter().position(|k| *k == kind).unwrap_or(0);
-        self.failures[i]
+        self.rare().failures[i]
             .get_or_init(|| {
                 self.families
                     .upstream_failures
