@@ -28,6 +28,10 @@ pub struct Upstream {
     pub socket: SocketAddr,
     /// `host:port` as configured, for `host_header = "upstream"` and reports.
     pub authority: String,
+    /// The host is an IP literal. The certificate's chain is always verified; its name is
+    /// checked against a host name only (OpenSSL's host check does not match an IP
+    /// address against the certificate's IP entries).
+    ip_host: bool,
     settings: Arc<PeerSettings>,
 }
 
@@ -72,12 +76,7 @@ impl Upstream {
         }
         if tls {
             o.ca = s.tls.ca.clone();
-            // The certificate's chain is always verified; its name is checked against a
-            // host name only (OpenSSL's host check does not match an IP address against
-            // the certificate's IP entries).
-            if self.addr.host.parse::<std::net::IpAddr>().is_ok() {
-                o.verify_hostname = false;
-            }
+            o.verify_hostname = !self.ip_host;
             peer.client_cert_key = s.tls.client.clone();
         }
         peer
@@ -163,6 +162,7 @@ impl Upstreams {
                 ));
             }
             list.push(Upstream {
+                ip_host: addr.host.parse::<std::net::IpAddr>().is_ok(),
                 addr,
                 socket,
                 authority,
