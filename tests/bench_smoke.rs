@@ -40,7 +40,11 @@ fn the_load_benchmark_harness_runs() {
         &[
             "nginx",
             "bare pingora",
-            "fusegate/bare pingora: req/s",
+            "bare pingora 0.9.1",
+            "fusegate on pingora 0.9.1",
+            "fusegate/bare pingora, both patched: req/s",
+            "fusegate/bare pingora 0.9.1: req/s",
+            "pingora patches on/off, fusegate: req/s",
             "fusegate/nginx:",
             "access log on/off:",
             "dashboard on/off:",

@@ -89,6 +89,7 @@ struct ServeState {
     status: AtomicU16,
     delay: AtomicU64,
     hits: AtomicU64,
+    connections: AtomicU64,
     seen: Mutex<Vec<Seen>>,
     stop: AtomicBool,
     headers: Mutex<Vec<(String, String)>>,
@@ -106,6 +107,7 @@ impl Upstream {
             status: AtomicU16::new(200),
             delay: AtomicU64::new(0),
             hits: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
             seen: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
             headers: Mutex::new(Vec::new()),
@@ -170,6 +172,11 @@ impl Upstream {
         self.st.hits.load(Ordering::SeqCst)
     }
 
+    /// Connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.st.connections.load(Ordering::SeqCst)
+    }
+
     pub fn last_seen(&self) -> Seen {
         self.st
             .seen
@@ -194,6 +201,7 @@ fn accept_loop(listener: TcpListener, st: Arc<ServeState>) {
                 break;
             }
             let Ok(conn) = conn else { continue };
+            st.connections.fetch_add(1, Ordering::SeqCst);
             let st = st.clone();
             thread::spawn(move || serve(conn, &st));
         }
