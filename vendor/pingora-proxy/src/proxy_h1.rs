@@ -250,25 +250,17 @@ where
                     }
                 }
             };
+            // The tasks ready at once go out in one write, each through the filters.
             let mut tasks = Vec::with_capacity(TASK_BUFFER_SIZE);
             let mut response_done = false;
             let mut next = Some(first);
             while let Some(t) = next.take() {
-                let t = match t {
+                let mut t = match t {
                     Ok(t) => t,
                     Err(e) => HttpTask::Failed(send_error.take().unwrap_or(e).into_up()),
                 };
                 response_done = t.is_end();
                 let failed = matches!(t, HttpTask::Failed(_));
-                tasks.push(t);
-                if response_done || failed {
-                    break;
-                }
-                next =
-                    tokio::task::unconstrained(client_session.read_response_task()).now_or_never();
-            }
-            let mut filtered = Vec::with_capacity(tasks.len());
-            for mut t in tasks {
                 session.upstream_compression.response_filter(&mut t);
                 match self
                     .h1_response_filter(
@@ -281,11 +273,16 @@ where
                     )
                     .await
                 {
-                    Ok(t) => filtered.push(t),
+                    Ok(t) => tasks.push(t),
                     Err(e) => return (false, false, Some(e)),
                 }
+                if response_done || failed {
+                    break;
+                }
+                next =
+                    tokio::task::unconstrained(client_session.read_response_task()).now_or_never();
             }
-            if let Err(e) = session.write_response_tasks(filtered).await {
+            if let Err(e) = session.write_response_tasks(tasks).await {
                 return (false, false, Some(e));
             }
             if response_done {
