@@ -1,9 +1,10 @@
 //! fusegate runs on pingora-core and pingora-proxy with the changes in `vendor/patches`:
-//! one plain proxy loop for requests without a body, and no `getpeername` for each reused
-//! upstream connection. Two gateways in front of the same upstream, one with the changes
+//! one plain proxy loop for requests without a body, no `getpeername` for each reused
+//! upstream connection, and a keep-alive pool without a watcher task per idle connection. Two gateways in front of the same upstream, one with the changes
 //! and one without (`PINGORA_PATCHES=off`: pingora 0.9.1 as released), get the same
-//! requests and must give the same answers, reuse their upstream connections, and treat
-//! a client that leaves mid-request as the client's doing.
+//! requests and must give the same answers, reuse their upstream connections, let go of
+//! the ones the upstream closes while idle, and treat a client that leaves mid-request as
+//! the client's doing.
 
 mod common;
 
@@ -132,6 +133,35 @@ fn pooled_upstream_connections_are_reused() {
             (1..=2).contains(&made),
             "{name}: {made} upstream connections for 20 requests"
         );
+    }
+}
+
+#[test]
+fn connections_the_upstream_closes_while_idle_are_closed_and_not_reused() {
+    let up = Upstream::start("p");
+    up.set_idle_close(Duration::from_millis(200));
+    for (name, gw) in both(&up) {
+        let (closed, after, conns) = (
+            up.idle_closed(),
+            up.closed_after_idle_close(),
+            up.connections(),
+        );
+        assert_eq!(gw.get("/api/p/item").status, 200, "{name}");
+        wait_until(
+            "the upstream closes the idle connection",
+            Duration::from_secs(10),
+            || up.idle_closed() > closed,
+        );
+        // The gateway closes its end of the dead connection without waiting for a request.
+        wait_until(
+            "the gateway closes its end",
+            Duration::from_secs(10),
+            || up.closed_after_idle_close() > after,
+        );
+        let r = gw.get("/api/p/item");
+        assert_eq!(r.status, 200, "{name}: {}", r.body);
+        assert_eq!(up.connections() - conns, 2, "{name}: a new connection");
+        assert!(!gw.stderr().contains("ERROR"), "{name}: {}", gw.stderr());
     }
 }
 

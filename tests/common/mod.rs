@@ -95,6 +95,9 @@ struct ServeState {
     headers: Mutex<Vec<(String, String)>>,
     body_size: AtomicU64,
     fault: std::sync::atomic::AtomicU8,
+    idle_close_ms: AtomicU64,
+    idle_closed: AtomicU64,
+    closed_after: AtomicU64,
 }
 
 impl Upstream {
@@ -113,6 +116,9 @@ impl Upstream {
             headers: Mutex::new(Vec::new()),
             body_size: AtomicU64::new(0),
             fault: std::sync::atomic::AtomicU8::new(0),
+            idle_close_ms: AtomicU64::new(0),
+            idle_closed: AtomicU64::new(0),
+            closed_after: AtomicU64::new(0),
         });
         accept_loop(listener, st.clone());
         Upstream { addr, st }
@@ -166,6 +172,24 @@ impl Upstream {
         };
         self.st.stop.store(false, Ordering::SeqCst);
         accept_loop(listener, self.st.clone());
+    }
+
+    /// From now on, a kept-alive connection idle for `d` after an answer is closed by the
+    /// upstream (its sending side; it then waits up to 10 s for the peer to close too).
+    pub fn set_idle_close(&self, d: Duration) {
+        self.st
+            .idle_close_ms
+            .store(d.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Connections the upstream closed for being idle.
+    pub fn idle_closed(&self) -> u64 {
+        self.st.idle_closed.load(Ordering::SeqCst)
+    }
+
+    /// Connections closed for being idle whose peer then closed its end too.
+    pub fn closed_after_idle_close(&self) -> u64 {
+        self.st.closed_after.load(Ordering::SeqCst)
     }
 
     pub fn hits(&self) -> u64 {
@@ -263,10 +287,42 @@ pub fn read_head(reader: &mut impl BufRead) -> Option<(String, String, HashMap<S
     }
 }
 
+/// Waits `ms` for the next request; when none starts, closes the sending side, waits for
+/// the peer to close its end (counted) and returns `true`.
+fn close_when_idle(
+    conn: &TcpStream,
+    reader: &mut BufReader<TcpStream>,
+    ms: u64,
+    st: &ServeState,
+) -> bool {
+    let _ = conn.set_read_timeout(Some(Duration::from_millis(ms)));
+    let waiting = reader.fill_buf().map(|b| b.is_empty());
+    let _ = conn.set_read_timeout(None);
+    match waiting {
+        Ok(false) => false,
+        Ok(true) => true,
+        Err(_) => {
+            st.idle_closed.fetch_add(1, Ordering::SeqCst);
+            let _ = conn.shutdown(std::net::Shutdown::Write);
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+            if matches!(reader.fill_buf().map(|b| b.is_empty()), Ok(true)) {
+                st.closed_after.fetch_add(1, Ordering::SeqCst);
+            }
+            true
+        }
+    }
+}
+
 fn serve(conn: TcpStream, st: &ServeState) {
     let mut reader = BufReader::new(conn.try_clone().expect("clone stream"));
     let mut conn = conn;
+    let mut answered = false;
     loop {
+        let idle_close = st.idle_close_ms.load(Ordering::SeqCst);
+        if answered && idle_close > 0 && close_when_idle(&conn, &mut reader, idle_close, st) {
+            return;
+        }
+        answered = true;
         let Some((method, target, headers)) = read_head(&mut reader) else {
             return;
         };

@@ -106,13 +106,23 @@ pub mod utils;
 pub mod patches {
     use once_cell::sync::Lazy;
 
-    static ENABLED: Lazy<bool> =
-        Lazy::new(|| std::env::var_os("PINGORA_PATCHES").is_none_or(|v| v != "off"));
+    static SETTING: Lazy<String> = Lazy::new(|| {
+        std::env::var("PINGORA_PATCHES")
+            .unwrap_or_default()
+            .to_ascii_lowercase()
+    });
 
     /// Whether the changes are in force: they are unless `PINGORA_PATCHES=off` is set,
     /// which restores the released behaviour for side-by-side measurements.
     pub fn enabled() -> bool {
-        *ENABLED
+        SETTING.as_str() != "off"
+    }
+
+    /// Whether upstream connections are kept in the lazily watched idle pool:
+    /// `PINGORA_PATCHES=off` or `PINGORA_PATCHES=no-idle-pool` keep them in the released
+    /// pool (one watcher task per idle connection).
+    pub fn idle_pool() -> bool {
+        enabled() && SETTING.as_str() != "no-idle-pool"
     }
 }
 

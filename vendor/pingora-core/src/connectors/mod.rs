@@ -15,6 +15,7 @@
 //! Connecting to servers
 
 pub mod http;
+mod idle;
 pub mod l4;
 #[cfg(feature = "any_tls")]
 mod tls;
@@ -171,6 +172,7 @@ impl ConnectorOptions {
 pub struct TransportConnector {
     tls_ctx: tls::Connector,
     connection_pool: Arc<ConnectionPool<Arc<Mutex<Stream>>>>,
+    idle_pool: Arc<idle::IdlePool>,
     offload: Option<OffloadRuntime>,
     bind_to_v4: Vec<SocketAddr>,
     bind_to_v6: Vec<SocketAddr>,
@@ -201,14 +203,16 @@ impl TransportConnector {
         let keepalive_pool_callback = options
             .as_ref()
             .and_then(|o| o.keepalive_pool_callback.clone());
+        let unexpected_data_conn_count = Arc::new(AtomicU64::new(0));
         TransportConnector {
             tls_ctx: tls::Connector::new(options),
             connection_pool: Arc::new(ConnectionPool::new(pool_size)),
+            idle_pool: idle::IdlePool::new(pool_size, unexpected_data_conn_count.clone()),
             offload: offload.map(|v| OffloadRuntime::new("upstream connect offload", v.0, v.1)),
             bind_to_v4,
             bind_to_v6,
             preferred_http_version: PreferredHttpVersion::new(),
-            unexpected_data_conn_count: Arc::new(AtomicU64::new(0)),
+            unexpected_data_conn_count,
             keepalive_pool_callback,
         }
     }
@@ -249,6 +253,18 @@ impl TransportConnector {
 
     /// Try to find a reusable connection to the given server [Peer]
     pub async fn reused_stream<P: Peer + Send + Sync>(&self, peer: &P) -> Option<Stream> {
+        #[cfg(unix)]
+        if crate::patches::idle_pool() {
+            let key = peer.reuse_hash();
+            while let Some(mut stream) = self.idle_pool.take(key) {
+                if peer_matches_stream(peer, &stream)
+                    && test_reusable_stream(&mut stream, &self.unexpected_data_conn_count)
+                {
+                    return Some(stream);
+                }
+            }
+            return None;
+        }
         match self.connection_pool.get(&peer.reuse_hash()) {
             Some(s) => {
                 debug!("find reusable stream, trying to acquire it");
@@ -316,6 +332,12 @@ impl TransportConnector {
         idle_timeout: Option<Duration>,
     ) {
         if !test_reusable_stream(&mut stream, &self.unexpected_data_conn_count) {
+            return;
+        }
+        #[cfg(unix)]
+        if crate::patches::idle_pool() {
+            let callback = self.keepalive_pool_callback.as_ref();
+            self.idle_pool.put(key, stream, idle_timeout, callback);
             return;
         }
         let id = stream.id();

@@ -1,0 +1,179 @@
+//! A keep-alive pool for upstream connections that watches them lazily.
+//!
+//! [`pingora_pool::ConnectionPool`] spawns a task for every connection released to it,
+//! which waits on the socket, a timer and two channels until the connection is picked up
+//! again; picking it up wakes that task and waits for it to let go. This pool keeps idle
+//! connections on a shelf per group key instead. A connection is checked when it is
+//! taken (the caller tests it for a close or stray data, as before), and one sweeper task
+//! per pool drops connections that expired or were closed by the server while idle, once
+//! a second, and stops when the pool is empty.
+
+use super::PoolCallback;
+use crate::protocols::Stream;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+/// How often idle connections are looked at for expiry and closes.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+struct Idle {
+    stream: Stream,
+    since: Instant,
+    expires: Option<Instant>,
+}
+
+impl Idle {
+    fn expired(&self, now: Instant) -> bool {
+        self.expires.is_some_and(|at| at <= now)
+    }
+}
+
+#[derive(Default)]
+struct Shelves {
+    /// Idle connections per group key, the most recently released last.
+    by_key: HashMap<u64, Vec<Idle>>,
+    total: usize,
+    sweeping: bool,
+}
+
+/// Idle upstream connections, at most `size` of them in all.
+pub(crate) struct IdlePool {
+    size: usize,
+    shelves: Mutex<Shelves>,
+    /// Counts connections closed because the server wrote to them while idle.
+    unexpected_data: Arc<AtomicU64>,
+}
+
+impl IdlePool {
+    pub(crate) fn new(size: usize, unexpected_data: Arc<AtomicU64>) -> Arc<Self> {
+        Arc::new(IdlePool {
+            size,
+            shelves: Mutex::new(Shelves::default()),
+            unexpected_data,
+        })
+    }
+
+    /// The most recently released connection under `key` that has not expired; expired
+    /// ones found on the way are closed.
+    pub(crate) fn take(&self, key: u64) -> Option<Stream> {
+        let now = Instant::now();
+        let mut expired = Vec::new();
+        let found = {
+            let mut shelves = self.shelves.lock();
+            let Shelves { by_key, total, .. } = &mut *shelves;
+            let shelf = by_key.get_mut(&key)?;
+            let mut found = None;
+            while let Some(idle) = shelf.pop() {
+                *total -= 1;
+                if idle.expired(now) {
+                    expired.push(idle);
+                } else {
+                    found = Some(idle.stream);
+                    break;
+                }
+            }
+            found
+        };
+        drop(expired);
+        found
+    }
+
+    /// Shelve `stream` under `key`. When the pool is full, the oldest connection under the
+    /// same key makes room (and `evicted` hears how long it was idle); when that key has
+    /// none, `stream` is closed instead.
+    pub(crate) fn put(
+        self: &Arc<Self>,
+        key: u64,
+        stream: Stream,
+        idle_timeout: Option<Duration>,
+        evicted: Option<&PoolCallback>,
+    ) {
+        if self.size == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let idle = Idle {
+            stream,
+            since: now,
+            expires: idle_timeout.map(|t| now + t),
+        };
+        let (out, start_sweeper) = {
+            let mut shelves = self.shelves.lock();
+            let start_sweeper = !shelves.sweeping;
+            shelves.sweeping = true;
+            let full = shelves.total >= self.size;
+            let shelf = shelves.by_key.entry(key).or_default();
+            let out = if !full {
+                shelf.push(idle);
+                None
+            } else if shelf.is_empty() {
+                Some((idle, false))
+            } else {
+                let oldest = shelf.remove(0);
+                shelf.push(idle);
+                Some((oldest, true))
+            };
+            if !full {
+                shelves.total += 1;
+            }
+            (out, start_sweeper)
+        };
+        if let Some((idle, true)) = &out {
+            if let Some(callback) = evicted {
+                callback(idle.since.elapsed());
+            }
+        }
+        drop(out);
+        if start_sweeper {
+            let pool = Arc::downgrade(self);
+            pingora_runtime::current_handle().spawn(sweep_while_used(pool));
+        }
+    }
+
+    /// Close the connections that expired or that the server closed (or wrote to) while
+    /// idle. Returns whether any are left.
+    fn sweep(&self, now: Instant, reusable: impl Fn(&mut Stream) -> bool) -> bool {
+        let mut out = Vec::new();
+        let mut shelves = self.shelves.lock();
+        let Shelves {
+            by_key,
+            total,
+            sweeping,
+        } = &mut *shelves;
+        by_key.retain(|_, shelf| {
+            let mut i = 0;
+            while i < shelf.len() {
+                if shelf[i].expired(now) || !reusable(&mut shelf[i].stream) {
+                    out.push(shelf.remove(i));
+                } else {
+                    i += 1;
+                }
+            }
+            !shelf.is_empty()
+        });
+        *total -= out.len();
+        *sweeping = *total > 0;
+        let left = *sweeping;
+        drop(shelves);
+        drop(out);
+        left
+    }
+}
+
+async fn sweep_while_used(pool: Weak<IdlePool>) {
+    loop {
+        tokio::time::sleep(SWEEP_EVERY).await;
+        let Some(pool) = pool.upgrade() else {
+            return;
+        };
+        let unexpected = &pool.unexpected_data;
+        if !pool.sweep(Instant::now(), |stream| {
+            super::test_reusable_stream(stream, unexpected)
+        }) {
+            return;
+        }
+    }
+}
