@@ -110,13 +110,13 @@ fn hex(c: u8) -> Option<u8> {
 /// the longest matching prefix wins.
 #[derive(Debug)]
 pub struct Router<T> {
-    by_prefix: HashMap<Box<str>, T>,
+    by_prefix: HashMap<Box<str>, T, ahash::RandomState>,
 }
 
 impl<T> Default for Router<T> {
     fn default() -> Self {
         Router {
-            by_prefix: HashMap::new(),
+            by_prefix: HashMap::default(),
         }
     }
 }
