@@ -1,10 +1,12 @@
 //! fusegate runs on pingora-core and pingora-proxy with the changes in `vendor/patches`:
 //! one plain proxy loop for requests without a body, no `getpeername` for each reused
-//! upstream connection, and a keep-alive pool without a watcher task per idle connection. Two gateways in front of the same upstream, one with the changes
-//! and one without (`PINGORA_PATCHES=off`: pingora 0.9.1 as released), get the same
-//! requests and must give the same answers, reuse their upstream connections, let go of
-//! the ones the upstream closes while idle, and treat a client that leaves mid-request as
-//! the client's doing.
+//! upstream connection, and a keep-alive pool without a watcher task per idle
+//! connection. Three gateways in front of the same upstream, one with the changes, one
+//! with all but the pool (`PINGORA_PATCHES=no-idle-pool`) and one without any
+//! (`PINGORA_PATCHES=off`: pingora 0.9.1 as released), get the same requests and must
+//! give the same answers, reuse their upstream connections, let go of the ones the
+//! upstream closes while idle, and treat a client that leaves mid-request as the
+//! client's doing.
 
 mod common;
 
@@ -17,10 +19,15 @@ fn route(up: &Upstream) -> String {
     format!("[routes.p]\nupstreams = [\"{}\"]\n", up.url())
 }
 
-/// The gateway with the changes, and the one with pingora as released.
-fn both(up: &Upstream) -> [(&'static str, Gateway); 2] {
+/// The gateway with the changes, one with all but the idle pool, and one with pingora as
+/// released.
+fn each(up: &Upstream) -> [(&'static str, Gateway); 3] {
     [
         ("patched", Gateway::start(&route(up))),
+        (
+            "released pool",
+            Gateway::start_with_env(&route(up), &[("PINGORA_PATCHES", "no-idle-pool")]),
+        ),
         (
             "released",
             Gateway::start_with_env(&route(up), &[("PINGORA_PATCHES", "off")]),
@@ -40,9 +47,9 @@ fn seen(r: &Resp) -> (u16, Option<&str>, Option<&str>, Option<&str>, &str) {
 }
 
 #[test]
-fn both_proxy_loops_give_the_same_answers() {
+fn all_three_give_the_same_answers() {
     let up = Upstream::start("p");
-    let gws = both(&up);
+    let gws = each(&up);
     // Each case: how the upstream answers, the request, and a check on the answer.
     type Case<'a> = (
         &'a str,
@@ -113,7 +120,9 @@ fn both_proxy_loops_give_the_same_answers() {
             assert!(r.header("x-request-id").is_some(), "{what}, {name}: {r:?}");
         }
         if what != "a small body" {
-            assert_eq!(seen(&answers[0]), seen(&answers[1]), "{what}");
+            for (name, r) in gws.iter().map(|(name, _)| name).zip(&answers).skip(1) {
+                assert_eq!(seen(&answers[0]), seen(r), "{what}: patched and {name}");
+            }
         }
     }
     assert_eq!(up.hits(), sent, "each request reached the upstream once");
@@ -122,7 +131,7 @@ fn both_proxy_loops_give_the_same_answers() {
 #[test]
 fn pooled_upstream_connections_are_reused() {
     let up = Upstream::start("p");
-    for (name, gw) in both(&up) {
+    for (name, gw) in each(&up) {
         let before = up.connections();
         for _ in 0..20 {
             assert_eq!(gw.get("/api/p/item").status, 200, "{name}");
@@ -140,7 +149,7 @@ fn pooled_upstream_connections_are_reused() {
 fn connections_the_upstream_closes_while_idle_are_closed_and_not_reused() {
     let up = Upstream::start("p");
     up.set_idle_close(Duration::from_millis(200));
-    for (name, gw) in both(&up) {
+    for (name, gw) in each(&up) {
         let (closed, after, conns) = (
             up.idle_closed(),
             up.closed_after_idle_close(),
@@ -169,7 +178,7 @@ fn connections_the_upstream_closes_while_idle_are_closed_and_not_reused() {
 fn a_client_that_leaves_while_the_upstream_answers_is_not_an_upstream_failure() {
     let up = Upstream::start("p");
     up.set_delay(Duration::from_millis(800));
-    for (name, gw) in both(&up) {
+    for (name, gw) in each(&up) {
         let hits = up.hits();
         let mut client = TcpStream::connect(("127.0.0.1", gw.port)).expect("connect");
         client

@@ -3,15 +3,15 @@
 //! [`pingora_pool::ConnectionPool`] spawns a task for every connection released to it,
 //! which waits on the socket, a timer and two channels until the connection is picked up
 //! again; picking it up wakes that task and waits for it to let go. This pool keeps idle
-//! connections on a shelf per group key instead. A connection is checked when it is
-//! taken (the caller tests it for a close or stray data, as before), and one sweeper task
-//! per pool drops connections that expired or were closed by the server while idle, once
-//! a second, and stops when the pool is empty.
+//! connections on a queue per group key instead, reused in turn. A connection is checked
+//! when it is taken (the caller tests it for a close or stray data, as before), and one
+//! sweeper task per pool drops connections that expired or were closed by the server
+//! while idle, once a second, and stops when the pool is empty.
 
 use super::PoolCallback;
 use crate::protocols::Stream;
 use parking_lot::Mutex;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -33,8 +33,8 @@ impl Idle {
 
 #[derive(Default)]
 struct Shelves {
-    /// Idle connections per group key, the most recently released last.
-    by_key: HashMap<u64, Vec<Idle>>,
+    /// Idle connections per group key, in the order they were released.
+    by_key: HashMap<u64, VecDeque<Idle>>,
     total: usize,
     sweeping: bool,
 }
@@ -56,8 +56,9 @@ impl IdlePool {
         })
     }
 
-    /// The most recently released connection under `key` that has not expired; expired
-    /// ones found on the way are closed.
+    /// The connection under `key` that has been idle longest and has not expired (as in
+    /// the released pool, connections are reused in turn); expired ones found on the way
+    /// are closed.
     pub(crate) fn take(&self, key: u64) -> Option<Stream> {
         let now = Instant::now();
         let mut expired = Vec::new();
@@ -66,7 +67,7 @@ impl IdlePool {
             let Shelves { by_key, total, .. } = &mut *shelves;
             let shelf = by_key.get_mut(&key)?;
             let mut found = None;
-            while let Some(idle) = shelf.pop() {
+            while let Some(idle) = shelf.pop_front() {
                 *total -= 1;
                 if idle.expired(now) {
                     expired.push(idle);
@@ -107,14 +108,13 @@ impl IdlePool {
             let full = shelves.total >= self.size;
             let shelf = shelves.by_key.entry(key).or_default();
             let out = if !full {
-                shelf.push(idle);
+                shelf.push_back(idle);
                 None
-            } else if shelf.is_empty() {
-                Some((idle, false))
-            } else {
-                let oldest = shelf.remove(0);
-                shelf.push(idle);
+            } else if let Some(oldest) = shelf.pop_front() {
+                shelf.push_back(idle);
                 Some((oldest, true))
+            } else {
+                Some((idle, false))
             };
             if !full {
                 shelves.total += 1;
@@ -147,7 +147,7 @@ impl IdlePool {
             let mut i = 0;
             while i < shelf.len() {
                 if shelf[i].expired(now) || !reusable(&mut shelf[i].stream) {
-                    out.push(shelf.remove(i));
+                    out.extend(shelf.remove(i));
                 } else {
                     i += 1;
                 }

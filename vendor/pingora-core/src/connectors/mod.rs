@@ -260,6 +260,10 @@ impl TransportConnector {
                 if peer_matches_stream(peer, &stream)
                     && test_reusable_stream(&mut stream, &self.unexpected_data_conn_count)
                 {
+                    // Let the other tasks that are ready run first, so that requests
+                    // to the upstream go out together and wake it once, not one by one
+                    // (the released pool did the same, waiting for the watcher task).
+                    tokio::task::yield_now().await;
                     return Some(stream);
                 }
             }
