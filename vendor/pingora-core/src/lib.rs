@@ -106,23 +106,26 @@ pub mod utils;
 pub mod patches {
     use once_cell::sync::Lazy;
 
-    static SETTING: Lazy<String> = Lazy::new(|| {
-        std::env::var("PINGORA_PATCHES")
+    /// What `PINGORA_PATCHES` asks for, read once: (all changes on, the idle pool on).
+    static SETTING: Lazy<(bool, bool)> = Lazy::new(|| {
+        let v = std::env::var("PINGORA_PATCHES")
             .unwrap_or_default()
-            .to_ascii_lowercase()
+            .to_ascii_lowercase();
+        let on = v != "off";
+        (on, on && v != "no-idle-pool")
     });
 
     /// Whether the changes are in force: they are unless `PINGORA_PATCHES=off` is set,
     /// which restores the released behaviour for side-by-side measurements.
     pub fn enabled() -> bool {
-        SETTING.as_str() != "off"
+        SETTING.0
     }
 
     /// Whether upstream connections are kept in the lazily watched idle pool:
     /// `PINGORA_PATCHES=off` or `PINGORA_PATCHES=no-idle-pool` keep them in the released
     /// pool (one watcher task per idle connection).
     pub fn idle_pool() -> bool {
-        enabled() && SETTING.as_str() != "no-idle-pool"
+        SETTING.1
     }
 }
 

@@ -33,8 +33,9 @@ impl Idle {
 
 #[derive(Default)]
 struct Shelves {
-    /// Idle connections per group key, in the order they were released.
-    by_key: HashMap<u64, VecDeque<Idle>>,
+    /// Idle connections per group key, in the order they were released. The keys are
+    /// already hashes of the peers.
+    by_key: HashMap<u64, VecDeque<Idle>, ahash::RandomState>,
     total: usize,
     sweeping: bool,
 }
@@ -103,11 +104,13 @@ impl IdlePool {
         };
         let (out, start_sweeper) = {
             let mut shelves = self.shelves.lock();
-            let start_sweeper = !shelves.sweeping;
-            shelves.sweeping = true;
-            let full = shelves.total >= self.size;
+            let start_sweeper = !std::mem::replace(&mut shelves.sweeping, true);
+            let room = shelves.total < self.size;
+            shelves.total += usize::from(room);
             let shelf = shelves.by_key.entry(key).or_default();
-            let out = if !full {
+            // What leaves the pool (closed once the lock is let go), and whether it was
+            // evicted to make room.
+            let out = if room {
                 shelf.push_back(idle);
                 None
             } else if let Some(oldest) = shelf.pop_front() {
@@ -116,9 +119,6 @@ impl IdlePool {
             } else {
                 Some((idle, false))
             };
-            if !full {
-                shelves.total += 1;
-            }
             (out, start_sweeper)
         };
         if let Some((idle, true)) = &out {
@@ -135,7 +135,7 @@ impl IdlePool {
 
     /// Close the connections that expired or that the server closed (or wrote to) while
     /// idle. Returns whether any are left.
-    fn sweep(&self, now: Instant, reusable: impl Fn(&mut Stream) -> bool) -> bool {
+    fn sweep(&self, now: Instant) -> bool {
         let mut out = Vec::new();
         let mut shelves = self.shelves.lock();
         let Shelves {
@@ -146,7 +146,9 @@ impl IdlePool {
         by_key.retain(|_, shelf| {
             let mut i = 0;
             while i < shelf.len() {
-                if shelf[i].expired(now) || !reusable(&mut shelf[i].stream) {
+                if shelf[i].expired(now)
+                    || !super::test_reusable_stream(&mut shelf[i].stream, &self.unexpected_data)
+                {
                     out.extend(shelf.remove(i));
                 } else {
                     i += 1;
@@ -169,10 +171,7 @@ async fn sweep_while_used(pool: Weak<IdlePool>) {
         let Some(pool) = pool.upgrade() else {
             return;
         };
-        let unexpected = &pool.unexpected_data;
-        if !pool.sweep(Instant::now(), |stream| {
-            super::test_reusable_stream(stream, unexpected)
-        }) {
+        if !pool.sweep(Instant::now()) {
             return;
         }
     }
